@@ -1,0 +1,348 @@
+//! Turning a request path into a file under the served root, and refusing
+//! every path that could leave it.
+//!
+//! This is done in two steps. `resolve_path` is pure: it reads the raw path of
+//! the request (still percent-encoded, exactly as the client sent it), decodes
+//! each segment once and refuses anything that is not a plain file name, so
+//! `..`, encoded slashes and dots, backslashes, NUL, control characters, empty
+//! segments and bad encodings never reach the file system. `open_confined`
+//! then does the I/O: it canonicalizes the path, which follows symlinks, and
+//! refuses a result outside the canonical root, so a symlink inside the root
+//! may point anywhere inside it but never out of it.
+
+use std::borrow::Cow;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use hyper::StatusCode;
+
+/// Why a request path was refused before any file was opened. Every variant
+/// is a hostile or malformed request, counted as rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The path does not start with `/` (for example `*` or `etc/passwd`).
+    NotAbsolute,
+    /// A segment is `.` or `..`, raw or percent-encoded.
+    DotSegment,
+    /// Two slashes in a row, such as `//etc/passwd` or `/a//b`.
+    EmptySegment,
+    /// A `/` hidden in a segment as `%2f`.
+    EncodedSlash,
+    /// A backslash, raw or as `%5c`, which some systems treat as a separator.
+    Backslash,
+    /// A NUL byte (`%00`), which would cut the path short in C APIs.
+    Nul,
+    /// Another control character, such as `%0a` (which could forge log lines).
+    ControlCharacter,
+    /// A `%` not followed by two hex digits.
+    BadPercentEncoding,
+    /// Percent-decoding produced bytes that are not UTF-8 (such as `%c0%ae`).
+    NotUtf8,
+    /// The path exists but, after following symlinks, lies outside the root.
+    OutsideRoot,
+}
+
+/// Why a resolved path could not be served.
+#[derive(Debug)]
+pub(crate) enum OpenFailure {
+    /// The path was refused; see `Reject`.
+    Rejected(Reject),
+    /// Nothing servable is there: missing, a directory, or a path through a
+    /// file. All answer 404.
+    NotFound,
+    /// The file exists but is not a regular file (a FIFO, a socket, a device)
+    /// or we may not read it.
+    Forbidden,
+    /// Any other I/O error, answered with 500.
+    Io(io::Error),
+}
+
+impl Reject {
+    /// The status a rejected request is answered with. Malformed encodings are
+    /// the client's syntax error (400); everything else is forbidden (403).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reject::BadPercentEncoding | Reject::NotUtf8 | Reject::NotAbsolute => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// A short reason for the request log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::NotAbsolute => "path does not start with /",
+            Reject::DotSegment => "dot segment",
+            Reject::EmptySegment => "empty segment",
+            Reject::EncodedSlash => "encoded slash",
+            Reject::Backslash => "backslash",
+            Reject::Nul => "NUL byte",
+            Reject::ControlCharacter => "control character",
+            Reject::BadPercentEncoding => "bad percent-encoding",
+            Reject::NotUtf8 => "percent-encoding is not UTF-8",
+            Reject::OutsideRoot => "resolves outside the root",
+        }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// Maps the raw path of a request (percent-encoded, without the query) to a
+/// path under `root`, or says why it may not be served. No I/O: the result
+/// may still name a missing file or a symlink, which `open_confined` checks.
+///
+/// A trailing slash is allowed (`/dir/` names `dir`); `/` names the root.
+pub fn resolve_path(root: &Path, raw_uri_path: &str) -> Result<PathBuf, Reject> {
+    let Some(relative) = raw_uri_path.strip_prefix('/') else {
+        return Err(Reject::NotAbsolute);
+    };
+    // Checking the raw text first refuses a backslash whatever its position,
+    // before decoding could give it another meaning.
+    if relative.contains('\\') {
+        return Err(Reject::Backslash);
+    }
+    let mut path = root.to_path_buf();
+    if relative.is_empty() {
+        return Ok(path);
+    }
+    let segments: Vec<&str> = relative.split('/').collect();
+    let n_segments = segments.len();
+    for (segment_idx, raw_segment) in segments.into_iter().enumerate() {
+        if raw_segment.is_empty() {
+            let is_trailing_slash = segment_idx + 1 == n_segments;
+            if is_trailing_slash {
+                break;
+            }
+            return Err(Reject::EmptySegment);
+        }
+        let segment = percent_decode_segment(raw_segment)?;
+        check_segment(&segment)?;
+        path.push(&*segment);
+    }
+    Ok(path)
+}
+
+/// Opens the file at `path` (from `resolve_path`) for reading if, after
+/// following every symlink, it is a regular file under `canonical_root`.
+pub(crate) fn open_confined(canonical_root: &Path, path: &Path) -> Result<(File, Metadata), OpenFailure> {
+    let canonical_path = std::fs::canonicalize(path).map_err(open_failure_from_io)?;
+    if !canonical_path.starts_with(canonical_root) {
+        return Err(OpenFailure::Rejected(Reject::OutsideRoot));
+    }
+    // The canonical path has no symlinks left, so O_NOFOLLOW only fires if a
+    // symlink was swapped in since canonicalize looked; that race is refused
+    // rather than followed. O_NONBLOCK keeps a FIFO from blocking the open;
+    // it changes nothing for regular files.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&canonical_path)
+        .map_err(open_failure_from_io)?;
+    let metadata = file.metadata().map_err(OpenFailure::Io)?;
+    if metadata.is_dir() {
+        return Err(OpenFailure::NotFound);
+    }
+    if !metadata.is_file() {
+        return Err(OpenFailure::Forbidden);
+    }
+    Ok((file, metadata))
+}
+
+/// Decodes `%XX` escapes in one segment. Borrows when there is nothing to
+/// decode, which is the common case for OSTree object paths.
+fn percent_decode_segment(raw_segment: &str) -> Result<Cow<'_, str>, Reject> {
+    if !raw_segment.contains('%') {
+        return Ok(Cow::Borrowed(raw_segment));
+    }
+    let raw_bytes = raw_segment.as_bytes();
+    let mut decoded = Vec::with_capacity(raw_bytes.len());
+    let mut byte_idx = 0;
+    while byte_idx < raw_bytes.len() {
+        let byte = raw_bytes[byte_idx];
+        if byte != b'%' {
+            decoded.push(byte);
+            byte_idx += 1;
+            continue;
+        }
+        let high = raw_bytes.get(byte_idx + 1).copied().and_then(hex_value);
+        let low = raw_bytes.get(byte_idx + 2).copied().and_then(hex_value);
+        match (high, low) {
+            (Some(high), Some(low)) => decoded.push(high * 16 + low),
+            _ => return Err(Reject::BadPercentEncoding),
+        }
+        byte_idx += 3;
+    }
+    match String::from_utf8(decoded) {
+        Ok(text) => Ok(Cow::Owned(text)),
+        Err(_) => Err(Reject::NotUtf8),
+    }
+}
+
+/// Refuses a decoded segment that is not a plain file name.
+fn check_segment(segment: &str) -> Result<(), Reject> {
+    if segment == "." || segment == ".." {
+        return Err(Reject::DotSegment);
+    }
+    for character in segment.chars() {
+        match character {
+            '/' => return Err(Reject::EncodedSlash),
+            '\\' => return Err(Reject::Backslash),
+            '\0' => return Err(Reject::Nul),
+            _ if character.is_control() => return Err(Reject::ControlCharacter),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn open_failure_from_io(error: io::Error) -> OpenFailure {
+    match error.kind() {
+        io::ErrorKind::NotFound
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::IsADirectory
+        | io::ErrorKind::InvalidFilename => OpenFailure::NotFound,
+        io::ErrorKind::PermissionDenied => OpenFailure::Forbidden,
+        _ => match error.raw_os_error() {
+            // A symlink swapped in after canonicalize (see `open_confined`).
+            Some(libc::ELOOP) => OpenFailure::Rejected(Reject::OutsideRoot),
+            _ => OpenFailure::Io(error),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(raw_uri_path: &str, expect: Result<&str, Reject>) {
+        let root = Path::new("/srv/repo");
+        let actual = resolve_path(root, raw_uri_path);
+        let expect = expect.map(|relative| root.join(relative));
+        assert_eq!(actual, expect, "resolving {raw_uri_path:?}");
+    }
+
+    #[test]
+    fn plain_paths_resolve_under_the_root() {
+        check("/", Ok(""));
+        check("/config", Ok("config"));
+        check("/refs/heads/edge", Ok("refs/heads/edge"));
+        check("/objects/ab/cdef0123.filez", Ok("objects/ab/cdef0123.filez"));
+        check("/dir/", Ok("dir"));
+        check("/.hidden", Ok(".hidden"));
+        check("/...", Ok("..."));
+        check("/a..b", Ok("a..b"));
+        check("/..a", Ok("..a"));
+    }
+
+    #[test]
+    fn percent_encoding_is_decoded_once() {
+        check("/with%20space", Ok("with space"));
+        check("/caf%C3%A9", Ok("café"));
+        check("/%61bc", Ok("abc"));
+        // Double encoding names a file literally called `%2e%2e`: harmless.
+        check("/%252e%252e", Ok("%2e%2e"));
+        check("/%2e", Err(Reject::DotSegment));
+    }
+
+    #[test]
+    fn dot_segments_are_rejected() {
+        check("/..", Err(Reject::DotSegment));
+        check("/../etc/passwd", Err(Reject::DotSegment));
+        check("/../../etc/passwd", Err(Reject::DotSegment));
+        check("/a/../../x", Err(Reject::DotSegment));
+        check("/a/./b", Err(Reject::DotSegment));
+        check("/.", Err(Reject::DotSegment));
+        check("/a/..", Err(Reject::DotSegment));
+        check("/a/../", Err(Reject::DotSegment));
+        check("/%2e%2e/%2e%2e/etc/passwd", Err(Reject::DotSegment));
+        check("/%2E%2E/etc", Err(Reject::DotSegment));
+        check("/.%2e/etc", Err(Reject::DotSegment));
+        check("/%2e./etc", Err(Reject::DotSegment));
+    }
+
+    #[test]
+    fn encoded_separators_are_rejected() {
+        check("/..%2fetc", Err(Reject::EncodedSlash));
+        check("/..%2Fetc%2Fpasswd", Err(Reject::EncodedSlash));
+        check("/%2fetc%2fpasswd", Err(Reject::EncodedSlash));
+        check("/a%2f..%2f..%2fetc", Err(Reject::EncodedSlash));
+        check("/..%5cetc", Err(Reject::Backslash));
+        check("/%5C..%5C..%5Cetc", Err(Reject::Backslash));
+        check("/..\\..\\etc\\passwd", Err(Reject::Backslash));
+        check("/a\\b", Err(Reject::Backslash));
+    }
+
+    #[test]
+    fn double_slashes_and_relative_paths_are_rejected() {
+        check("//etc/passwd", Err(Reject::EmptySegment));
+        check("/a//b", Err(Reject::EmptySegment));
+        check("///", Err(Reject::EmptySegment));
+        check("etc/passwd", Err(Reject::NotAbsolute));
+        check("*", Err(Reject::NotAbsolute));
+        check("", Err(Reject::NotAbsolute));
+    }
+
+    #[test]
+    fn nul_and_control_characters_are_rejected() {
+        check("/%00", Err(Reject::Nul));
+        check("/config%00.txt", Err(Reject::Nul));
+        check("/a%0ab", Err(Reject::ControlCharacter));
+        check("/a%0d%0aforged", Err(Reject::ControlCharacter));
+        check("/a%7f", Err(Reject::ControlCharacter));
+    }
+
+    #[test]
+    fn bad_encodings_are_rejected() {
+        check("/%", Err(Reject::BadPercentEncoding));
+        check("/%2", Err(Reject::BadPercentEncoding));
+        check("/%zz", Err(Reject::BadPercentEncoding));
+        check("/%%32%65", Err(Reject::BadPercentEncoding));
+        check("/%c0%ae%c0%ae/etc", Err(Reject::NotUtf8));
+        check("/%ff", Err(Reject::NotUtf8));
+        check("/%e0%80%ae", Err(Reject::NotUtf8));
+    }
+
+    #[test]
+    fn rejections_map_to_client_errors() {
+        assert_eq!(Reject::DotSegment.status(), StatusCode::FORBIDDEN);
+        assert_eq!(Reject::OutsideRoot.status(), StatusCode::FORBIDDEN);
+        assert_eq!(Reject::NotUtf8.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn symlinks_may_not_leave_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let served = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "secret").unwrap();
+        std::fs::write(served.path().join("inside"), "inside").unwrap();
+        std::os::unix::fs::symlink(outside.path(), served.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink("inside", served.path().join("alias")).unwrap();
+        std::fs::create_dir(served.path().join("dir")).unwrap();
+        let root = std::fs::canonicalize(served.path()).unwrap();
+
+        let open = |raw: &str| open_confined(&root, &resolve_path(&root, raw).unwrap());
+        assert!(matches!(open("/escape/secret"), Err(OpenFailure::Rejected(Reject::OutsideRoot))));
+        assert!(matches!(open("/escape"), Err(OpenFailure::Rejected(Reject::OutsideRoot))));
+        assert!(matches!(open("/alias"), Ok(_)));
+        assert!(matches!(open("/inside"), Ok(_)));
+        assert!(matches!(open("/missing"), Err(OpenFailure::NotFound)));
+        assert!(matches!(open("/inside/x"), Err(OpenFailure::NotFound)));
+        assert!(matches!(open("/dir/"), Err(OpenFailure::NotFound)));
+        assert!(matches!(open("/"), Err(OpenFailure::NotFound)));
+    }
+}

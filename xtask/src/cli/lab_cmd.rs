@@ -1,0 +1,107 @@
+//! `cargo xtask lab up|plan|status|down` and `cargo xtask graph`.
+
+use anyhow::{Context, bail};
+
+use super::{Global, Session};
+use crate::{
+    graph::StageId,
+    plan::{self, Plan},
+    progress::Progress,
+    runner, stages,
+};
+
+pub fn plan_cmd(global: &Global, explain: bool, json: bool) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    let plan = compute_plan(&session)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan.render(explain));
+    }
+    Ok(())
+}
+
+pub fn compute_plan(session: &Session) -> anyhow::Result<Plan> {
+    let facts = session.facts()?;
+    Ok(plan::plan(&session.graph, &facts, &session.store, &stages::capability))
+}
+
+pub fn up(global: &Global, only: &[String]) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    let mut wanted = Vec::new();
+    for name in only {
+        let id = parse_stage(&session, name)?;
+        wanted.push(id);
+    }
+    let lock = session.store.lock(global.lock_wait())?;
+    let facts = session.facts()?;
+    let progress = Progress::new(global.quiet);
+    let summary = runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &wanted, &progress);
+    print!("{}", summary.render());
+    if summary.failed() {
+        bail!("some stages failed (see above)");
+    }
+    let missing = summary.missing();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|report| report.stage.to_string()).collect();
+        bail!(
+            "the lab is not fully up: {} stage(s) need capabilities edgelab does not have yet: {}",
+            names.len(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+pub fn status(global: &Global) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    let plan = compute_plan(&session)?;
+    println!("lab {} ({})", session.lab.name, session.lab.file.display());
+    println!("store {}", session.store.root().display());
+    print!("{}", plan.render(false));
+    Ok(())
+}
+
+pub fn down(global: &Global) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    println!(
+        "lab {}: no services or guests are running (store kept at {})",
+        session.lab.name,
+        session.store.root().display()
+    );
+    Ok(())
+}
+
+pub fn graph_cmd(global: &Global, format: &str) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    let dot = session.graph.to_dot();
+    match format {
+        "dot" => print!("{dot}"),
+        "svg" => print!("{}", crate::tools::graphviz::render_svg(&dot)?),
+        other => bail!("unknown graph format `{other}`: use dot or svg"),
+    }
+    Ok(())
+}
+
+/// `compose v2`, `compose:v2`, or a unique stage name like `v2`.
+pub fn parse_stage(session: &Session, text: &str) -> anyhow::Result<StageId> {
+    if let Some(id) = StageId::parse(text)
+        && session.graph.stage(&id).is_some()
+    {
+        return Ok(id);
+    }
+    let matching: Vec<&StageId> =
+        session.graph.stages.iter().map(|stage| &stage.id).filter(|id| id.name == text).collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let names: Vec<String> = session.graph.stages.iter().map(|stage| stage.id.to_string()).collect();
+            Err(anyhow::anyhow!("no stage `{text}` in the lab; stages are: {}", names.join(", ")))
+        }
+        many => {
+            let names: Vec<String> = many.iter().map(|id| format!("`{id}`")).collect();
+            Err(anyhow::anyhow!("`{text}` is ambiguous: say {}", names.join(" or ")))
+        }
+    }
+    .context("--only")
+}

@@ -1,0 +1,100 @@
+//! The commands behind `cargo xtask`: each loads the lab and the store the
+//! same way (`Session`) and then does one thing.
+
+pub mod artifacts;
+pub mod lab_cmd;
+pub mod test_cmd;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::{
+    graph::{self, Graph},
+    key::Facts,
+    lab::{self, Lab},
+    store::{LockWait, StatCache, Store},
+};
+
+/// Options every command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The lab file.
+    #[arg(long, global = true, env = "EDGELAB_LAB")]
+    pub lab: Option<PathBuf>,
+    /// The store folder (default: `artifacts/` beside the lab file).
+    #[arg(long, global = true, env = "EDGELAB_STORE")]
+    pub store: Option<PathBuf>,
+    /// Fail at once when another edgelab process holds the store, instead of waiting.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    /// No progress lines.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// A loaded lab, its graph and its store.
+pub struct Session {
+    pub lab: Lab,
+    pub graph: Graph,
+    pub store: Store,
+}
+
+impl Global {
+    pub fn lock_wait(&self) -> LockWait {
+        if self.no_wait { LockWait::NoWait } else { LockWait::Wait }
+    }
+}
+
+/// The repository root: where `lab.kdl` lives by default.
+pub fn project_root() -> PathBuf {
+    // Under `cargo xtask` the manifest dir is xtask/; its parent is the root.
+    match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(dir) => Path::new(&dir).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
+impl Session {
+    /// Parses the lab (all mistakes at once, drawn by miette), resolves its
+    /// `auto` backends and opens the store.
+    pub fn load(global: &Global) -> anyhow::Result<Session> {
+        let lab_file = match &global.lab {
+            Some(path) => path.clone(),
+            None => project_root().join("lab.kdl"),
+        };
+        if !lab_file.exists() {
+            anyhow::bail!(
+                "no lab file at {}: create one (see lab.kdl in the edgelab repository) or pass --lab FILE",
+                lab_file.display()
+            );
+        }
+        let lab = lab::parse_lab_file(&lab_file).map_err(|err| anyhow::anyhow!("{:?}", miette::Report::new(err)))?;
+        let lab = graph::resolve_backends(&lab, rhel_world_available());
+        let store_root = match &global.store {
+            Some(path) => path.clone(),
+            None => lab.root.join("artifacts"),
+        };
+        let store = Store::open(&store_root).with_context(|| format!("opening the store {}", store_root.display()))?;
+        let graph = graph::build(&lab);
+        Ok(Session { lab, graph, store })
+    }
+
+    /// Digests and tool identities for the whole graph, through the stat cache.
+    pub fn facts(&self) -> anyhow::Result<Facts> {
+        let mut cache = self.store.load_stat_cache();
+        let (facts, _stats) = crate::facts::gather(&self.graph, &self.store, &mut cache)?;
+        self.store.save_stat_cache(&cache);
+        Ok(facts)
+    }
+
+    /// Like `facts`, with a caller-owned cache (for benchmarks).
+    pub fn facts_with(&self, cache: &mut StatCache) -> anyhow::Result<(Facts, crate::facts::GatherStats)> {
+        crate::facts::gather(&self.graph, &self.store, cache)
+    }
+}
+
+/// The RHEL world needs osbuild-composer's socket and virt-install.
+fn rhel_world_available() -> bool {
+    Path::new("/run/weldr/api.socket").exists() && crate::tools::which("virt-install").is_some()
+}

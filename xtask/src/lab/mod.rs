@@ -1,0 +1,279 @@
+//! The Lab: `lab.kdl` parsed and validated into typed values.
+//!
+//! Parsing happens in two steps: `parse` turns KDL nodes into these types and
+//! collects every user mistake as a diagnostic; nothing downstream ever sees a
+//! raw KDL node or an unchecked string. Values the lab leaves as `auto` (host
+//! address, VIP) stay `Auto` here: resolving them needs the host, which the
+//! pure core does not touch.
+
+mod diag;
+mod parse;
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+};
+
+pub use diag::{LabDiagnostic, LabError};
+pub use parse::{parse_lab, parse_lab_file};
+
+/// The whole lab, as declared in `lab.kdl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lab {
+    /// The lab's name (`lab "rfe-demo"`), used in names of run state.
+    pub name: String,
+    /// The `lab.kdl` file this came from.
+    pub file: PathBuf,
+    /// Folder relative paths in the lab resolve against (the file's folder).
+    pub root: PathBuf,
+    pub backends: Backends,
+    pub network: Network,
+    pub registry: Registry,
+    pub containers: Vec<Container>,
+    pub blueprints: Vec<Blueprint>,
+    pub images: Vec<Image>,
+    pub file_server: FileServer,
+    pub boot_iso: Option<BootIso>,
+    pub kickstart: Kickstart,
+    pub guests: Vec<Guest>,
+    /// Blueprint package names (RPM) mapped to Debian packages for the local
+    /// composer; a package with no entry is used under its own name.
+    pub package_map: Vec<PackageMapping>,
+    pub store: StoreSettings,
+}
+
+/// Which world a stage runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Backend {
+    /// Pick what the host has: RHEL tools when present, local ones otherwise.
+    Auto,
+    /// The original demo's programs: osbuild-composer, podman `registry:2`, libvirt.
+    Rhel,
+    /// Programs from any Linux distribution: mmdebstrap + ostree, the
+    /// distribution registry binary, qemu.
+    Local,
+}
+
+/// The backend choice per stage kind; `default` applies where none is pinned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backends {
+    pub default: Backend,
+    pub registry: Option<Backend>,
+    pub compose: Option<Backend>,
+    pub boot_media: Option<Backend>,
+    pub guests: Option<Backend>,
+}
+
+/// A value the lab may leave to be discovered from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auto<T> {
+    Auto,
+    Given(T),
+}
+
+/// An IPv4 address with its prefix length, as in `192.168.122.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    /// The lab host's address on the guests' segment; `auto` takes the address
+    /// of the default route's interface (the original `ip route get`).
+    pub host_address: Auto<Ipv4Cidr>,
+    /// The VRRP virtual IP; `auto` is `.100` on the host's subnet, host's mask.
+    pub vip: Auto<Ipv4Cidr>,
+    /// The bridge the guests attach to.
+    pub bridge: String,
+    /// Local world: the network namespace the lab creates and owns.
+    pub namespace: String,
+    /// VRRP virtual router id shared by the guests.
+    pub vrrp_router_id: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registry {
+    /// Where the registry listens; `auto` is the host address.
+    pub address: Auto<IpAddr>,
+    pub port: u16,
+    /// Clients reach it over plain HTTP (a registries.conf.d drop-in says so).
+    pub insecure: bool,
+}
+
+/// A container app with its builds and tags (`container "httpd" { ... }`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    pub name: String,
+    pub builds: Vec<ContainerBuild>,
+    pub tags: Vec<ContainerTag>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerBuild {
+    pub name: String,
+    /// Build context folder (holds a Containerfile), absolute.
+    pub context: PathBuf,
+    /// The build this one is built on (`from="v1"`), if any.
+    pub from: Option<String>,
+}
+
+/// A tag in the registry pointing at one of the app's builds (`tag "prod" "v1"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerTag {
+    pub name: String,
+    pub build: String,
+}
+
+/// An osbuild blueprint (TOML) the images are composed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blueprint {
+    pub name: String,
+    /// The blueprint TOML file, absolute.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageType {
+    EdgeCommit,
+}
+
+/// An OSTree image composed from a blueprint (`image "v2" ...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub name: String,
+    pub image_type: ImageType,
+    pub blueprint: String,
+    /// The OSTree ref, e.g. `rhel/8/x86_64/edge`.
+    pub ostree_ref: String,
+    /// The image whose commit is this one's parent.
+    pub parent: Option<String>,
+    /// Packages this image adds to its blueprint's.
+    pub extra_packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileServer {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// The RHEL boot ISO that is remastered with the kickstart (RHEL world).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootIso {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kickstart {
+    /// The kickstart template, absolute.
+    pub template: PathBuf,
+    /// The image the guests install (default: the first image without a parent).
+    pub image: String,
+    /// The installed user.
+    pub user: String,
+    /// File holding the user's password hash (crypt(3) format); never plaintext.
+    pub password_hash_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRole {
+    Primary,
+    Backup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpState {
+    Master,
+    Backup,
+}
+
+/// An edge device (`guest "edge-device-1" ...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guest {
+    pub name: String,
+    pub role: GuestRole,
+    pub vrrp_state: VrrpState,
+    pub priority: u8,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub disk_gib: u64,
+    pub os_variant: String,
+    /// The guest's address on the lab segment; `auto` is host address + index.
+    pub address: Auto<Ipv4Addr>,
+}
+
+/// How the local composer treats one blueprint package.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageMapping {
+    pub rpm: String,
+    pub action: PackageAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PackageAction {
+    /// Install these Debian packages instead.
+    Debian(Vec<String>),
+    /// Leave it out, for the stated reason.
+    Drop { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    /// Generations of each stage `artifacts gc` keeps beyond the current one.
+    pub keep_generations: u32,
+}
+
+impl Lab {
+    pub fn container(&self, name: &str) -> Option<&Container> {
+        self.containers.iter().find(|it| it.name == name)
+    }
+    pub fn blueprint(&self, name: &str) -> Option<&Blueprint> {
+        self.blueprints.iter().find(|it| it.name == name)
+    }
+    pub fn image(&self, name: &str) -> Option<&Image> {
+        self.images.iter().find(|it| it.name == name)
+    }
+    pub fn guest(&self, name: &str) -> Option<&Guest> {
+        self.guests.iter().find(|it| it.name == name)
+    }
+    /// Shows a path relative to the lab's folder when it is inside it.
+    pub fn display_path<'a>(&self, path: &'a Path) -> std::borrow::Cow<'a, str> {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) => rel.to_string_lossy().into_owned().into(),
+            Err(_) => path.to_string_lossy(),
+        }
+    }
+}
+
+impl Backends {
+    pub fn for_registry(&self) -> Backend {
+        self.registry.unwrap_or(self.default)
+    }
+    pub fn for_compose(&self) -> Backend {
+        self.compose.unwrap_or(self.default)
+    }
+    pub fn for_boot_media(&self) -> Backend {
+        self.boot_media.unwrap_or(self.default)
+    }
+    pub fn for_guests(&self) -> Backend {
+        self.guests.unwrap_or(self.default)
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Rhel => "rhel",
+            Backend::Local => "local",
+        })
+    }
+}

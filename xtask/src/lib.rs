@@ -1,0 +1,20 @@
+//! edgelab: RHEL for Edge labs as a build system.
+//!
+//! `lab.kdl` is parsed into a `Lab` (lab/), turned into a `Graph` of stages
+//! (graph.rs) whose keys (key.rs) are content hashes of their inputs; `plan`
+//! decides what must run and why, the runner runs it (runner.rs, stages/),
+//! and the store (store/) keeps the results. Only tools/ starts processes.
+//! ARCHITECTURE.md at the repository root has the map.
+
+pub mod cli;
+pub mod facts;
+pub mod graph;
+pub mod hash;
+pub mod key;
+pub mod lab;
+pub mod plan;
+pub mod progress;
+pub mod runner;
+pub mod stages;
+pub mod store;
+pub mod tools;

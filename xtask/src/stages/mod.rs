@@ -1,0 +1,106 @@
+//! Stages: HOW each kind of stage runs. One file per kind, each with one
+//! public `run` function; this file dispatches to them and says which kinds
+//! can run in which world.
+//!
+//! A stage gets a `StageCtx`: the lab, its Stage (what to build), the outputs
+//! of its deps, and a scratch `out/` folder in the store. It returns the
+//! output digest; the runner writes the manifest and publishes.
+
+pub mod blueprint;
+pub mod prereqs;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde_json::Value;
+
+use crate::{
+    graph::{Stage, StageKind},
+    lab::{Backend, Lab},
+    progress::Progress,
+    store::Store,
+};
+
+/// A dep's published artifact, as a running stage sees it.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub output_digest: String,
+    /// The artifact's `out/` folder (read-only by convention).
+    pub out: PathBuf,
+    pub extra: Value,
+}
+
+/// Everything a running stage may use.
+pub struct StageCtx<'a> {
+    pub lab: &'a Lab,
+    pub stage: &'a Stage,
+    /// Dependency role -> its artifact (`parent`, `blueprint`, `image v1`).
+    pub inputs: BTreeMap<String, Input>,
+    /// Where the stage writes what it produces.
+    pub out: PathBuf,
+    /// For run state of services a stage needs (the registry for pushes).
+    pub store: &'a Store,
+    pub progress: &'a Progress,
+}
+
+/// What a stage produced.
+#[derive(Debug, Clone)]
+pub struct StageOutput {
+    /// The digest downstream keys use: a native content address when there
+    /// is one (OCI manifest digest, OSTree commit), else sha256 of `out/`.
+    pub output_digest: String,
+    /// Stage-specific facts kept in the manifest.
+    pub extra: Value,
+}
+
+/// Whether this build of edgelab can run `stage` in its resolved world;
+/// `Err` names the missing capability.
+pub fn capability(stage: &Stage) -> Result<(), String> {
+    let local = stage.backend != Backend::Rhel;
+    match stage.id.kind {
+        StageKind::Prereqs | StageKind::Blueprint => Ok(()),
+        StageKind::Container | StageKind::Push | StageKind::Tag => {
+            Err("container builds and the lab registry (issue: the container app and the lab registry)".into())
+        }
+        StageKind::Compose if local => {
+            Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
+        }
+        StageKind::Compose => {
+            Err("composes through osbuild-composer's Weldr API (issue: blueprints and composes)".into())
+        }
+        StageKind::Repo => {
+            Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
+        }
+        StageKind::Kickstart => Err("kickstart rendering (issue: the kickstart and the remastered boot ISO)".into()),
+        StageKind::Iso => Err("ISO remastering (issue: the kickstart and the remastered boot ISO)".into()),
+        StageKind::Install => {
+            Err("the local guest installer (issue: guests installed and booted from the graph)".into())
+        }
+    }
+}
+
+/// Runs `ctx.stage`, writing into `ctx.out`.
+pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
+    match ctx.stage.id.kind {
+        StageKind::Prereqs => prereqs::run(ctx),
+        StageKind::Blueprint => blueprint::run(ctx),
+        _ => {
+            let missing = capability(ctx.stage).err().unwrap_or_default();
+            anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)
+        }
+    }
+}
+
+/// For stages whose result lives outside the store too (a pushed image, an
+/// installed package): is that outside state still there? `Err` says what
+/// was lost; the runner then reruns the stage even though its key is cached.
+pub fn check_live(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
+    match ctx.stage.id.kind {
+        StageKind::Prereqs => prereqs::check_live(ctx, output_digest),
+        _ => Ok(()),
+    }
+}
+
+/// sha256 of a stage's `out/` folder, for stages with no native address.
+pub fn digest_out(out: &std::path::Path) -> anyhow::Result<String> {
+    Ok(crate::hash::digest_path(out, None)?)
+}

@@ -7,6 +7,7 @@
 //! ARCHITECTURE.md at the repository root has the map.
 
 pub mod cli;
+pub mod compose;
 pub mod facts;
 pub mod graph;
 pub mod hash;

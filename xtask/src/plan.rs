@@ -160,7 +160,7 @@ impl Plan {
                 (_, Some(reason)) if !explain => reason.clone(),
                 _ => String::new(),
             };
-            out.push_str(&format!("{:width$}  {status:7}  {detail}\n", entry.stage).trim_end().to_string());
+            out.push_str(format!("{:width$}  {status:7}  {detail}", entry.stage).trim_end());
             out.push('\n');
             if explain {
                 for reason in &entry.reasons {

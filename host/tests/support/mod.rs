@@ -71,12 +71,7 @@ impl ServeProcess {
                 panic!("edgelab-serve did not print its ready line (exit: {status:?})");
             }
         };
-        ServeProcess {
-            child,
-            address,
-            stdout_lines,
-            stdout_reader: Some(stdout_reader),
-        }
+        ServeProcess { child, address, stdout_lines, stdout_reader: Some(stdout_reader) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -89,10 +84,8 @@ impl ServeProcess {
 
     /// `GET /.edgelab/counters`, parsed.
     pub fn counters(&self) -> serde_json::Value {
-        let response = send_raw(
-            self.address,
-            b"GET /.edgelab/counters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        );
+        let response =
+            send_raw(self.address, b"GET /.edgelab/counters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         assert_eq!(response.status, 200, "counters: {response:?}");
         serde_json::from_slice(&response.body).expect("counters are JSON")
     }
@@ -192,34 +185,19 @@ pub fn read_response(stream: &mut TcpStream, is_head: bool) -> RawResponse {
             stream.read_to_end(&mut body).expect("reading the body");
         }
     }
-    RawResponse {
-        status,
-        headers,
-        body,
-    }
+    RawResponse { status, headers, body }
 }
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(header_name, _)| header_name == name)
-            .map(|(_, value)| value.as_str())
+        self.headers.iter().find(|(header_name, _)| header_name == name).map(|(_, value)| value.as_str())
     }
 }
 
 /// Fails the test with an install hint unless `tool` runs.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "`{tool}` not found: apt-get install {package} (Debian) or dnf install {package} (RHEL)"
-    );
+    let found = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    assert!(found, "`{tool}` not found: apt-get install {package} (Debian) or dnf install {package} (RHEL)");
 }
 
 /// Runs a tool to completion and fails the test, showing the command and its

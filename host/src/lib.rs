@@ -80,19 +80,20 @@ pub struct Config {
     pub header_timeout: Duration,
 }
 
-/// Why the server could not start.
+/// Why the server could not start. Each message is whole, with the OS error
+/// in it, so the binary prints it as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("root {} cannot be served: {source}", root.display())]
-    Root { root: PathBuf, source: io::Error },
+    #[error("root {} cannot be served: {error}", root.display())]
+    Root { root: PathBuf, error: io::Error },
     #[error("root {} is not a directory", root.display())]
     RootNotDirectory { root: PathBuf },
-    #[error("port {port} on {address} is in use: {source}; stop it or set file-server port in lab.kdl")]
-    PortInUse { address: IpAddr, port: u16, source: io::Error },
-    #[error("cannot listen on {address} port {port}: {source}")]
-    Listen { address: IpAddr, port: u16, source: io::Error },
-    #[error("cannot open log file {}: {source}", path.display())]
-    Log { path: PathBuf, source: io::Error },
+    #[error("port {port} on {address} is in use: {error}; stop it or set file-server port in lab.kdl")]
+    PortInUse { address: IpAddr, port: u16, error: io::Error },
+    #[error("cannot listen on {address} port {port}: {error}")]
+    Listen { address: IpAddr, port: u16, error: io::Error },
+    #[error("cannot open log file {}: {error}", path.display())]
+    Log { path: PathBuf, error: io::Error },
     #[error("--max-connections must be between 1 and {}", Semaphore::MAX_PERMITS)]
     MaxConnections,
 }
@@ -162,15 +163,15 @@ impl Server {
             return Err(StartError::MaxConnections);
         }
         let root = std::fs::canonicalize(&config.root)
-            .map_err(|source| StartError::Root { root: config.root.clone(), source })?;
+            .map_err(|error| StartError::Root { root: config.root.clone(), error })?;
         if !root.is_dir() {
             return Err(StartError::RootNotDirectory { root: config.root });
         }
         let listener =
-            TcpListener::bind((config.address, config.port)).await.map_err(|source| bind_error(&config, source))?;
-        let local_addr = listener.local_addr().map_err(|source| bind_error(&config, source))?;
+            TcpListener::bind((config.address, config.port)).await.map_err(|error| bind_error(&config, error))?;
+        let local_addr = listener.local_addr().map_err(|error| bind_error(&config, error))?;
         let log = RequestLog::open(config.quiet, config.log.as_deref())
-            .map_err(|source| StartError::Log { path: config.log.clone().unwrap_or_default(), source })?;
+            .map_err(|error| StartError::Log { path: config.log.clone().unwrap_or_default(), error })?;
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(config.header_timeout).keep_alive(true);
         let shared = Shared {
@@ -302,10 +303,10 @@ async fn wait_after_accept_error(error: &io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-fn bind_error(config: &Config, source: io::Error) -> StartError {
-    match source.kind() {
-        io::ErrorKind::AddrInUse => StartError::PortInUse { address: config.address, port: config.port, source },
-        _ => StartError::Listen { address: config.address, port: config.port, source },
+fn bind_error(config: &Config, error: io::Error) -> StartError {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => StartError::PortInUse { address: config.address, port: config.port, error },
+        _ => StartError::Listen { address: config.address, port: config.port, error },
     }
 }
 

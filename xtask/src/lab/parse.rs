@@ -198,6 +198,9 @@ struct Spans {
     /// (container, build, from) for build cycles.
     build_froms: Vec<(String, String, Option<Spanned<String>>)>,
     names: Vec<(&'static str, Spanned<String>)>,
+    /// Kinds with a declaration whose name is missing: references to them are
+    /// not checked, since the reader cannot tell which one was meant.
+    unnamed: Vec<Target>,
     guest_priorities: Vec<Spanned<u8>>,
     guest_masters: Vec<SourceSpan>,
     guest_addresses: Vec<Spanned<Ipv4Addr>>,
@@ -387,9 +390,12 @@ impl Parser<'_> {
             self.check_shape(build_node, &BUILD);
             let example = "build \"v1\" context=\"guest/app/v1\"";
             let build_name = self.name_arg(build_node, "build", example);
-            if let Some(build_name) = &build_name {
-                self.check_tag_name(build_name, "build");
-                spans.names.push(("build", scoped(&container_name, build_name)));
+            match &build_name {
+                Some(build_name) => {
+                    self.check_tag_name(build_name, "build");
+                    spans.names.push(("build", scoped(&container_name, build_name)));
+                }
+                None => spans.unnamed.push(Target::Build { container: container_name.clone() }),
             }
             let context = self
                 .string(build_node, Slot::Prop("context"), Need::Required, "context=\"guest/app/v1\"")
@@ -397,7 +403,7 @@ impl Parser<'_> {
             let from = self.string(build_node, Slot::Prop("from"), Need::Optional, "from=\"v1\"");
             if let Some(from) = &from {
                 spans.references.push(Reference {
-                    what: format!("base build of `{container_name}`"),
+                    what: format!("build `{}` of `{container_name}` is built from", name_text(&build_name)),
                     target: Target::Build { container: container_name.clone() },
                     name: from.value.clone(),
                     span: from.span,
@@ -439,7 +445,7 @@ impl Parser<'_> {
             let build = self.positional(tag_node, 1, "the build it points at", "tag \"prod\" \"v1\"");
             if let Some(build) = &build {
                 spans.references.push(Reference {
-                    what: format!("tag target of `{container_name}`"),
+                    what: format!("tag `{}` of `{container_name}` points at build", name_text(&tag_name)),
                     target: Target::Build { container: container_name.clone() },
                     name: build.value.clone(),
                     span: build.span,
@@ -456,9 +462,12 @@ impl Parser<'_> {
     fn blueprint(&mut self, node: &KdlNode, spans: &mut Spans) -> Blueprint {
         self.check_shape(node, &BLUEPRINT);
         let name = self.name_arg(node, "blueprint", "blueprint \"RFE\" file=\"guest/blueprints/RFE.toml\"");
-        if let Some(name) = &name {
-            self.check_simple_name(name, "blueprint name");
-            spans.names.push(("blueprint", name.clone()));
+        match &name {
+            Some(name) => {
+                self.check_simple_name(name, "blueprint name");
+                spans.names.push(("blueprint", name.clone()));
+            }
+            None => spans.unnamed.push(Target::Blueprint),
         }
         let file = self
             .string(node, Slot::Prop("file"), Need::Required, "file=\"guest/blueprints/RFE.toml\"")
@@ -470,9 +479,12 @@ impl Parser<'_> {
         self.check_shape(node, &IMAGE);
         let example = "image \"v1\" type=\"edge-commit\" blueprint=\"RFE\" ref=\"rhel/8/x86_64/edge\"";
         let name = self.name_arg(node, "image", example);
-        if let Some(name) = &name {
-            self.check_simple_name(name, "image name");
-            spans.names.push(("image", name.clone()));
+        match &name {
+            Some(name) => {
+                self.check_simple_name(name, "image name");
+                spans.names.push(("image", name.clone()));
+            }
+            None => spans.unnamed.push(Target::Image),
         }
         let image_name = name.as_ref().map(|it| it.value.clone()).unwrap_or_default();
         if let Some(value) = self.string(node, Slot::Prop("type"), Need::Optional, "type=\"edge-commit\"") {
@@ -481,7 +493,7 @@ impl Parser<'_> {
         let blueprint = self.string(node, Slot::Prop("blueprint"), Need::Required, "blueprint=\"RFE\"");
         if let Some(blueprint) = &blueprint {
             spans.references.push(Reference {
-                what: format!("blueprint of image `{image_name}`"),
+                what: format!("image `{image_name}` uses blueprint"),
                 target: Target::Blueprint,
                 name: blueprint.value.clone(),
                 span: blueprint.span,
@@ -494,7 +506,7 @@ impl Parser<'_> {
         let parent = self.string(node, Slot::Prop("parent"), Need::Optional, "parent=\"v1\"");
         if let Some(parent) = &parent {
             spans.references.push(Reference {
-                what: format!("parent of image `{image_name}`"),
+                what: format!("image `{image_name}` has parent"),
                 target: Target::Image,
                 name: parent.value.clone(),
                 span: parent.span,
@@ -579,7 +591,7 @@ impl Parser<'_> {
         match self.string(node, Slot::Prop("image"), Need::Optional, "image=\"v1\"") {
             Some(image) => {
                 spans.references.push(Reference {
-                    what: "kickstart image".into(),
+                    what: "the kickstart installs image".into(),
                     target: Target::Image,
                     name: image.value.clone(),
                     span: image.span,
@@ -784,6 +796,9 @@ impl Parser<'_> {
 
     fn check_references(&mut self, spans: &Spans, containers: &[Container], blueprints: &[Blueprint], images: &[Image]) {
         for reference in &spans.references {
+            if spans.unnamed.contains(&reference.target) {
+                continue;
+            }
             let (noun, declared): (&str, Vec<&str>) = match &reference.target {
                 Target::Image => ("image", images.iter().map(|it| it.name.as_str()).collect()),
                 Target::Blueprint => ("blueprint", blueprints.iter().map(|it| it.name.as_str()).collect()),
@@ -806,7 +821,7 @@ impl Parser<'_> {
             };
             self.report(
                 reference.span,
-                format!("{} `{}` is not declared", reference.what, reference.name),
+                format!("{} `{}`, which is not declared", reference.what, reference.name),
                 &format!("no {noun} `{}`", reference.name),
                 Some(help),
             );
@@ -999,7 +1014,7 @@ impl Parser<'_> {
 
     /// The node's first argument: the name of what it declares.
     fn name_arg(&mut self, node: &KdlNode, what: &str, example: &str) -> Option<Spanned<String>> {
-        let name = self.positional(node, 0, &format!("a {what} name"), example)?;
+        let name = self.positional(node, 0, "a name", example)?;
         if name.value.trim().is_empty() {
             self.report(name.span, format!("the {what} name is empty"), "empty name", Some(format!("write {example}")));
             return None;
@@ -1014,7 +1029,7 @@ impl Parser<'_> {
             self.report(
                 node.name().span(),
                 format!("`{kind}` needs {what}"),
-                &format!("{what} missing"),
+                &format!("{} missing", what.trim_start_matches("a ").trim_start_matches("the ")),
                 Some(format!("write {example}")),
             );
             return None;
@@ -1137,7 +1152,7 @@ impl Parser<'_> {
             Some(close) => format!("did you mean \"{close}\"?"),
             None => format!("expected one of: {}", choices.iter().map(|it| format!("\"{it}\"")).collect::<Vec<_>>().join(", ")),
         };
-        self.report(value.span, format!("unknown {what} \"{}\"", value.value), &format!("not a {what}"), Some(help));
+        self.report(value.span, format!("unknown {what} \"{}\"", value.value), &format!("unknown {what}"), Some(help));
         None
     }
 
@@ -1360,6 +1375,10 @@ fn child<'n>(node: &'n KdlNode, name: &str) -> Option<&'n KdlNode> {
 
 fn children_named<'n>(node: &'n KdlNode, name: &'n str) -> impl Iterator<Item = &'n KdlNode> {
     node.children().into_iter().flat_map(move |block| nodes(block, name))
+}
+
+fn name_text(name: &Option<Spanned<String>>) -> &str {
+    name.as_ref().map(|it| it.value.as_str()).unwrap_or("")
 }
 
 /// A name unique within a container: `httpd/v1`.

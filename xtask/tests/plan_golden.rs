@@ -169,8 +169,7 @@ fn v2_packages_rerun_only_v2_and_what_follows() {
         ]
     "#]]
     .assert_debug_eq(&stale);
-    let downstream: Vec<String> =
-        graph.downstream_of(&stage("compose v2")).iter().map(|id| id.to_string()).collect();
+    let downstream: Vec<String> = graph.downstream_of(&stage("compose v2")).iter().map(|id| id.to_string()).collect();
     let mut sorted_stale = stale.clone();
     sorted_stale.sort();
     let mut sorted_downstream = downstream;

@@ -98,12 +98,8 @@ const TOP_LEVEL: &[&str] = &[
 const TOP_LEVEL_REPEATED: &[&str] = &["container", "blueprint", "image", "guest"];
 
 const LAB: Shape = Shape { max_args: 1, props: &[], children: Some(&["backend", "backends"]), repeated: &[] };
-const BACKENDS: Shape = Shape {
-    max_args: 0,
-    props: &[],
-    children: Some(&["registry", "compose", "boot-media", "guests"]),
-    repeated: &[],
-};
+const BACKENDS: Shape =
+    Shape { max_args: 0, props: &[], children: Some(&["registry", "compose", "boot-media", "guests"]), repeated: &[] };
 const NETWORK: Shape = Shape {
     max_args: 0,
     props: &[],
@@ -112,7 +108,8 @@ const NETWORK: Shape = Shape {
 };
 const REGISTRY: Shape =
     Shape { max_args: 0, props: &["port", "insecure"], children: Some(&["address"]), repeated: &[] };
-const CONTAINER: Shape = Shape { max_args: 1, props: &[], children: Some(&["build", "tag"]), repeated: &["build", "tag"] };
+const CONTAINER: Shape =
+    Shape { max_args: 1, props: &[], children: Some(&["build", "tag"]), repeated: &["build", "tag"] };
 const BUILD: Shape = Shape { max_args: 1, props: &["context", "from"], children: None, repeated: &[] };
 const TAG: Shape = Shape { max_args: 2, props: &[], children: None, repeated: &[] };
 const BLUEPRINT: Shape = Shape { max_args: 1, props: &["file"], children: None, repeated: &[] };
@@ -328,10 +325,10 @@ impl Parser<'_> {
         self.check_shape(node, &NETWORK);
         let host_example = "host-address \"192.168.122.1/24\"";
         if let Some(value) = self.string(node, Slot::Child("host-address"), Need::Optional, host_example) {
-            network.host_address = self.auto_or(&value, |text| parse_cidr(text), "host address");
+            network.host_address = self.auto_or(&value, parse_cidr, "host address");
         }
         if let Some(value) = self.string(node, Slot::Child("vip"), Need::Optional, "vip \"192.168.122.100/24\"") {
-            network.vip = self.auto_or(&value, |text| parse_cidr(text), "virtual IP");
+            network.vip = self.auto_or(&value, parse_cidr, "virtual IP");
         }
         if let (Auto::Given(host), Auto::Given(vip)) = (network.host_address, network.vip)
             && host.addr == vip.addr
@@ -371,7 +368,7 @@ impl Parser<'_> {
             registry.insecure = value.value;
         }
         if let Some(value) = self.string(node, Slot::Child("address"), Need::Optional, "address \"192.168.122.1\"") {
-            registry.address = self.auto_or(&value, |text| parse_ip(text), "registry address");
+            registry.address = self.auto_or(&value, parse_ip, "registry address");
         }
         registry
     }
@@ -544,10 +541,10 @@ impl Parser<'_> {
         let mut file_server = FileServer { address: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 8000 };
         let Some(node) = node else { return file_server };
         self.check_shape(node, &FILE_SERVER);
-        if let Some(value) = self.string(node, Slot::Prop("address"), Need::Optional, "address=\"0.0.0.0\"") {
-            if let Some(address) = self.parsed(&value, |text| parse_ip(text), "file server address") {
-                file_server.address = address;
-            }
+        if let Some(value) = self.string(node, Slot::Prop("address"), Need::Optional, "address=\"0.0.0.0\"")
+            && let Some(address) = self.parsed(&value, parse_ip, "file server address")
+        {
+            file_server.address = address;
         }
         if let Some(port) = self.port(node, "port=8000") {
             file_server.port = port.value;
@@ -678,7 +675,7 @@ impl Parser<'_> {
             .unwrap_or_else(|| "rhel8.6".into());
         let address = match self.string(node, Slot::Child("address"), Need::Optional, "address \"192.168.122.11\"") {
             Some(value) => {
-                let address = self.auto_or(&value, |text| parse_ipv4(text), "guest address");
+                let address = self.auto_or(&value, parse_ipv4, "guest address");
                 if let Auto::Given(addr) = address {
                     spans.guest_addresses.push(Spanned { value: addr, span: value.span });
                 }
@@ -794,7 +791,13 @@ impl Parser<'_> {
         }
     }
 
-    fn check_references(&mut self, spans: &Spans, containers: &[Container], blueprints: &[Blueprint], images: &[Image]) {
+    fn check_references(
+        &mut self,
+        spans: &Spans,
+        containers: &[Container],
+        blueprints: &[Blueprint],
+        images: &[Image],
+    ) {
         for reference in &spans.references {
             if spans.unnamed.contains(&reference.target) {
                 continue;
@@ -887,9 +890,9 @@ impl Parser<'_> {
     }
 
     fn check_guests(&mut self, spans: &Spans) {
-        let mut seen: BTreeMap<u8, ()> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         for priority in &spans.guest_priorities {
-            if seen.insert(priority.value, ()).is_some() {
+            if !seen.insert(priority.value) {
                 self.report(
                     priority.span,
                     format!("two guests have VRRP priority {}", priority.value),
@@ -973,7 +976,12 @@ impl Parser<'_> {
                             1 => format!("`{kind}` takes one argument"),
                             n => format!("`{kind}` takes {n} arguments"),
                         };
-                        self.report(entry.span(), format!("unexpected argument on `{kind}`"), "extra argument", Some(help));
+                        self.report(
+                            entry.span(),
+                            format!("unexpected argument on `{kind}`"),
+                            "extra argument",
+                            Some(help),
+                        );
                     }
                 }
             }
@@ -1040,8 +1048,12 @@ impl Parser<'_> {
     /// Every string argument from `start` on.
     fn string_args(&mut self, node: &KdlNode, start: usize, example: &str) -> Vec<Spanned<String>> {
         let kind = node.name().value().to_string();
-        let entries: Vec<&KdlEntry> = node.entries().iter().filter(|entry| entry.name().is_none()).skip(start).collect();
-        entries.into_iter().filter_map(|entry| self.as_string(entry, &format!("an argument of `{kind}`"), example)).collect()
+        let entries: Vec<&KdlEntry> =
+            node.entries().iter().filter(|entry| entry.name().is_none()).skip(start).collect();
+        entries
+            .into_iter()
+            .filter_map(|entry| self.as_string(entry, &format!("an argument of `{kind}`"), example))
+            .collect()
     }
 
     /// The entry in `slot`, reporting it missing when required. A child slot's
@@ -1150,7 +1162,10 @@ impl Parser<'_> {
         }
         let help = match did_you_mean(&value.value, choices) {
             Some(close) => format!("did you mean \"{close}\"?"),
-            None => format!("expected one of: {}", choices.iter().map(|it| format!("\"{it}\"")).collect::<Vec<_>>().join(", ")),
+            None => format!(
+                "expected one of: {}",
+                choices.iter().map(|it| format!("\"{it}\"")).collect::<Vec<_>>().join(", ")
+            ),
         };
         self.report(value.span, format!("unknown {what} \"{}\"", value.value), &format!("unknown {what}"), Some(help));
         None
@@ -1189,13 +1204,16 @@ impl Parser<'_> {
 
     /// A size in bytes, a whole multiple of `unit`.
     fn size(&mut self, value: &Spanned<String>, what: &str, unit: u64, unit_name: &str) -> Option<u64> {
-        let bytes = self.parsed(value, |text| parse_size(text), &format!("{what} size"))?;
+        let bytes = self.parsed(value, parse_size, &format!("{what} size"))?;
         if bytes == 0 || bytes % unit != 0 {
             self.report(
                 value.span,
                 format!("{what} size \"{}\" is not a positive whole number of {unit_name}", value.value),
                 "not a whole size",
-                Some(format!("write a whole number of {unit_name}, like \"{}\"", if unit == GIB { "10GiB" } else { "2048MiB" })),
+                Some(format!(
+                    "write a whole number of {unit_name}, like \"{}\"",
+                    if unit == GIB { "10GiB" } else { "2048MiB" }
+                )),
             );
             return None;
         }
@@ -1434,7 +1452,8 @@ fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
 fn close_sibling(path: &Path) -> Option<String> {
     let wanted = path.file_name()?.to_string_lossy().into_owned();
     let entries = std::fs::read_dir(path.parent()?).ok()?;
-    let names: Vec<String> = entries.filter_map(|entry| entry.ok()).map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        entries.filter_map(|entry| entry.ok()).map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     did_you_mean(&wanted, &names).map(str::to_string)
 }

@@ -62,8 +62,11 @@ enum LabCommand {
 enum ContainerCommand {
     /// Point a registry tag at a build (`promote httpd v2 --tag prod`); kept across `lab up`.
     Promote {
+        /// The container app (`httpd`).
         app: String,
+        /// The build the tag should point at (`v2`).
         build: String,
+        /// The registry tag to move.
         #[arg(long, default_value = "prod")]
         tag: String,
     },

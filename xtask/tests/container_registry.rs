@@ -400,16 +400,20 @@ fn page_template_renders_with_figlet_and_cowsay() {
         .assert_eq(&err.to_string());
 }
 
-/// Extracts `/var/www/html/index.html` from a container stage's OCI archive
-/// (the topmost layer holding it wins), serves it with the image's own
-/// `httpd` on a free port, and returns the page as fetched over HTTP.
+/// Extracts `/usr/sbin/httpd` and `/var/www/html/index.html` from a
+/// container stage's OCI archive, runs that httpd on a free port with an
+/// empty environment (it is static), and returns the page fetched over HTTP.
 fn serve_image_page(lab: &TestLab, build_stage: &str) -> String {
-    let out = lab.store.artifact_out(&lab.output(StageKind::Container, build_stage).key);
+    use std::os::unix::fs::PermissionsExt;
+    let archive = lab.store.artifact_out(&lab.output(StageKind::Container, build_stage).key).join("image.oci.tar");
     let www = tempfile::tempdir().unwrap();
-    std::fs::write(www.path().join("index.html"), index_html_from_archive(&out.join("image.oci.tar"))).unwrap();
+    std::fs::write(www.path().join("index.html"), file_from_archive(&archive, "var/www/html/index.html")).unwrap();
+    let httpd = www.path().join("httpd");
+    std::fs::write(&httpd, file_from_archive(&archive, "usr/sbin/httpd")).unwrap();
+    std::fs::set_permissions(&httpd, std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = free_port();
     #[allow(clippy::disallowed_methods)]
-    let mut server = std::process::Command::new(out.join("context/httpd"))
+    let mut server = std::process::Command::new(&httpd)
         .args(["--address", "127.0.0.1", "--port", &port.to_string(), "--root"])
         .arg(www.path())
         .env_clear()
@@ -428,7 +432,8 @@ fn serve_image_page(lab: &TestLab, build_stage: &str) -> String {
     response.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
-fn index_html_from_archive(archive: &Path) -> String {
+/// A file of the image's filesystem: the topmost layer holding it wins.
+fn file_from_archive(archive: &Path, wanted: &str) -> Vec<u8> {
     let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut outer = tar::Archive::new(std::fs::File::open(archive).unwrap());
     for entry in outer.entries().unwrap() {
@@ -442,7 +447,7 @@ fn index_html_from_archive(archive: &Path) -> String {
     let index: serde_json::Value = serde_json::from_slice(&blobs["index.json"]).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_slice(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    let mut page = None;
+    let mut found = None;
     for layer in manifest["layers"].as_array().unwrap() {
         let bytes = blob(layer["digest"].as_str().unwrap());
         let reader: Box<dyn Read> = match layer["mediaType"].as_str().unwrap().ends_with("gzip") {
@@ -451,14 +456,14 @@ fn index_html_from_archive(archive: &Path) -> String {
         };
         for entry in tar::Archive::new(reader).entries().unwrap() {
             let mut entry = entry.unwrap();
-            if entry.path().unwrap().to_string_lossy().trim_start_matches("./") == "var/www/html/index.html" {
-                let mut text = String::new();
-                entry.read_to_string(&mut text).unwrap();
-                page = Some(text);
+            if entry.path().unwrap().to_string_lossy().trim_start_matches("./") == wanted {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).unwrap();
+                found = Some(bytes);
             }
         }
     }
-    page.expect("the image holds /var/www/html/index.html")
+    found.unwrap_or_else(|| panic!("the image has no /{wanted}"))
 }
 
 fn wait_until(mut condition: impl FnMut() -> bool) {

@@ -1,8 +1,8 @@
 //! The `container` stage: one build of a container app, as an OCI archive.
 //!
 //! The build context is copied into `out/context`, its page template
-//! rendered (figlet, cowsay) and the statically linked `httpd` built into
-//! it; podman builds it reproducibly (see `tools::podman`) and saves it as
+//! rendered (figlet, cowsay) and, for a build with no base, the statically
+//! linked `httpd` built into it; podman builds it reproducibly (see `tools::podman`) and saves it as
 //! `out/image.oci.tar`. The output digest is the image id (the config
 //! digest), identical for identical inputs: a rebuild that changed nothing
 //! leaves the push and tag stages cached.
@@ -40,12 +40,15 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         std::fs::write(context.join("index.html"), page)?;
     }
 
-    ctx.progress.note("building httpd (static)");
-    let target_dir = ctx.out.join("cargo-target");
-    let manifest = crate::graph::httpd_crate(ctx.lab).join("Cargo.toml");
-    let binary = tools::cargo::build_static_binary(&manifest, "httpd", &target_dir)?;
-    std::fs::copy(&binary, context.join("httpd")).with_context(|| format!("copying {}", binary.display()))?;
-    std::fs::remove_dir_all(&target_dir).ok();
+    // A build on another build inherits its server from the base image.
+    if build.from.is_none() {
+        ctx.progress.note("building httpd (static)");
+        let target_dir = ctx.out.join("cargo-target");
+        let manifest = crate::graph::httpd_crate(ctx.lab).join("Cargo.toml");
+        let binary = tools::cargo::build_static_binary(&manifest, "httpd", &target_dir)?;
+        std::fs::copy(&binary, context.join("httpd")).with_context(|| format!("copying {}", binary.display()))?;
+        std::fs::remove_dir_all(&target_dir).ok();
+    }
 
     let base_id = match &build.from {
         Some(from) => {

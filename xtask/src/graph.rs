@@ -225,11 +225,11 @@ pub fn build(lab: &Lab) -> Graph {
                     ("build", json!(build.name)),
                     ("from", json!(build.from)),
                 ]),
-                files: BTreeMap::from([(
-                    format!("context {}", lab.display_path(&build.context)),
-                    build.context.clone(),
-                )]),
-                tools: vec!["podman"],
+                files: BTreeMap::from([
+                    (format!("context {}", lab.display_path(&build.context)), build.context.clone()),
+                    ("app server guest/app/httpd".to_string(), httpd_crate(lab)),
+                ]),
+                tools: vec!["podman", "figlet", "cowsay", "cargo"],
                 deps,
             });
             stages.push(Stage {
@@ -431,6 +431,11 @@ pub fn resolve_backends(lab: &Lab, rhel_available: bool) -> Lab {
     lab.backends.guests = Some(pick(lab.backends.guests.unwrap_or(lab.backends.default)));
     lab.backends.default = default;
     lab
+}
+
+/// The demo app's web server crate, built into every container image.
+pub fn httpd_crate(lab: &Lab) -> PathBuf {
+    lab.root.join("guest/app/httpd")
 }
 
 /// The URL guests and composes use for the served repo.

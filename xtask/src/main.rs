@@ -26,6 +26,9 @@ enum Command {
     /// The store under artifacts/.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// The lab's container apps.
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -56,6 +59,20 @@ enum LabCommand {
 }
 
 #[derive(Subcommand)]
+enum ContainerCommand {
+    /// Point a registry tag at a build (`promote httpd v2 --tag prod`); kept across `lab up`.
+    Promote {
+        /// The container app (`httpd`).
+        app: String,
+        /// The build the tag should point at (`v2`).
+        build: String,
+        /// The registry tag to move.
+        #[arg(long, default_value = "prod")]
+        tag: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ArtifactsCommand {
     /// List the artifacts in the store.
     Ls,
@@ -81,6 +98,9 @@ fn main() {
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),
         Command::Artifacts(ArtifactsCommand::Verify) => cli::artifacts::verify(global),
+        Command::Container(ContainerCommand::Promote { app, build, tag }) => {
+            cli::container::promote(global, app, build, tag)
+        }
         Command::Test { args } => cli::test_cmd::run(args),
     };
     if let Err(err) = result {

@@ -7,7 +7,10 @@
 //! output digest; the runner writes the manifest and publishes.
 
 pub mod blueprint;
+pub mod container;
 pub mod prereqs;
+pub mod push;
+pub mod tag;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -17,6 +20,7 @@ use crate::{
     graph::{Stage, StageKind},
     lab::{Backend, Lab},
     progress::Progress,
+    services::Service,
     store::Store,
 };
 
@@ -58,9 +62,7 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
     let local = stage.backend != Backend::Rhel;
     match stage.id.kind {
         StageKind::Prereqs | StageKind::Blueprint => Ok(()),
-        StageKind::Container | StageKind::Push | StageKind::Tag => {
-            Err("container builds and the lab registry (issue: the container app and the lab registry)".into())
-        }
+        StageKind::Container | StageKind::Push | StageKind::Tag => Ok(()),
         StageKind::Compose if local => {
             Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
         }
@@ -83,6 +85,9 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
+        StageKind::Container => container::run(ctx),
+        StageKind::Push => push::run(ctx),
+        StageKind::Tag => tag::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)
@@ -96,7 +101,18 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
 pub fn check_live(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::check_live(ctx, output_digest),
+        StageKind::Push => push::check_live(ctx, output_digest),
+        StageKind::Tag => tag::check_live(ctx, output_digest),
         _ => Ok(()),
+    }
+}
+
+/// Services that must be up before `stage` runs or is checked (pushes and
+/// tags talk to the registry). The runner ensures them.
+pub fn services_needed(stage: &Stage) -> Vec<Service> {
+    match stage.id.kind {
+        StageKind::Push | StageKind::Tag => vec![Service::Registry],
+        _ => vec![],
     }
 }
 

@@ -11,8 +11,13 @@
 
 pub mod apt;
 pub mod cargo;
+pub mod cowsay;
+pub mod docker_registry;
+pub mod figlet;
 pub mod graphviz;
 pub mod packages;
+pub mod podman;
+pub mod systemctl;
 
 use std::{
     ffi::{OsStr, OsString},
@@ -198,7 +203,8 @@ pub fn which(program: &str) -> Option<PathBuf> {
         return is_executable(&path).then_some(path);
     }
     let path_var = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    // Debian puts cowsay in /usr/games, which root's PATH often lacks.
+    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/games"].map(PathBuf::from);
     std::env::split_paths(&path_var).chain(extra).map(|dir| dir.join(program)).find(|path| is_executable(path))
 }
 

@@ -33,6 +33,8 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("wrk", "wrk", "-", &["-v"]),
     ("nginx", "nginx-light", "nginx", &["-v"]),
     ("go", "golang-go", "golang", &["version"]),
+    ("systemctl", "systemd", "systemd", &["--version"]),
+    ("cargo", "cargo", "cargo", &["--version"]),
 ];
 
 /// The Debian package providing `program`, if there is one.

@@ -1,0 +1,26 @@
+//! systemctl: starting and stopping the RHEL world's services as units.
+
+use super::Cmd;
+
+/// `systemctl daemon-reload`, so a written unit is seen.
+pub fn daemon_reload() -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).arg("daemon-reload").run()?;
+    Ok(())
+}
+
+/// `systemctl start UNIT`.
+pub fn start(unit: &str) -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).args(["start", unit]).run()?;
+    Ok(())
+}
+
+/// `systemctl stop UNIT`.
+pub fn stop(unit: &str) -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).args(["stop", unit]).run()?;
+    Ok(())
+}
+
+/// Whether UNIT is active.
+pub fn is_active(unit: &str) -> bool {
+    Cmd::new("systemctl").args(["is-active", "--quiet", unit]).run_unchecked().is_ok_and(|out| out.status.success())
+}

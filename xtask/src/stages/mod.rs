@@ -7,6 +7,7 @@
 //! output digest; the runner writes the manifest and publishes.
 
 pub mod blueprint;
+pub mod compose;
 pub mod prereqs;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -64,9 +65,7 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
         StageKind::Compose if local => {
             Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
         }
-        StageKind::Compose => {
-            Err("composes through osbuild-composer's Weldr API (issue: blueprints and composes)".into())
-        }
+        StageKind::Compose => Ok(()),
         StageKind::Repo => {
             Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
         }
@@ -83,6 +82,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
+        StageKind::Compose => compose::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

@@ -230,7 +230,8 @@ impl Version {
         let mut parts = text.split('.');
         let mut number = || -> Option<u64> {
             let part = parts.next()?;
-            let valid = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'));
+            let valid =
+                !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'));
             if valid { part.parse().ok() } else { None }
         };
         let version = Version { major: number()?, minor: number()?, patch: number()? };
@@ -451,7 +452,16 @@ fn validate(raw: RawBlueprint, diagnostics: &mut Vec<BlueprintDiagnostic>) -> Bl
         None => Customizations::default(),
         Some(raw) => validate_customizations(raw, diagnostics),
     };
-    Blueprint { name, description: raw.description, version, distro: raw.distro, modules, groups, packages, customizations }
+    Blueprint {
+        name,
+        description: raw.description,
+        version,
+        distro: raw.distro,
+        modules,
+        groups,
+        packages,
+        customizations,
+    }
 }
 
 fn validate_customizations(raw: RawCustomizations, diagnostics: &mut Vec<BlueprintDiagnostic>) -> Customizations {
@@ -470,7 +480,10 @@ fn validate_customizations(raw: RawCustomizations, diagnostics: &mut Vec<Bluepri
         {
             report(
                 password.span(),
-                format!("user `{}`: password is not a crypt(3) hash (plaintext is never accepted)", user.name.get_ref()),
+                format!(
+                    "user `{}`: password is not a crypt(3) hash (plaintext is never accepted)",
+                    user.name.get_ref()
+                ),
                 "looks like plaintext",
                 Some("put the hash here, made with `openssl passwd -6` (it starts with `$6$`)".into()),
             );
@@ -611,7 +624,8 @@ mod tests {
 
     #[test]
     fn the_demo_blueprint_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/blueprints/RFE.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/blueprints/RFE.toml")).unwrap();
         let blueprint = parse_blueprint("RFE.toml", &text).unwrap();
         assert_eq!(blueprint.name, "RFE");
         assert_eq!(blueprint.version, "0.0.1");
@@ -743,7 +757,9 @@ disabled = ["sshd"]
 
     #[test]
     fn crypt_hashes() {
-        assert!(is_crypt_hash("$6$edgelab$xv/z29/M.jusV28dP6K0JGwJWukWc4HWTYlhn2qM9rBJjLtkKsocoNQJ4wqyBxKsxQ6dgsmApHHN8o/.tDa/U1"));
+        assert!(is_crypt_hash(
+            "$6$edgelab$xv/z29/M.jusV28dP6K0JGwJWukWc4HWTYlhn2qM9rBJjLtkKsocoNQJ4wqyBxKsxQ6dgsmApHHN8o/.tDa/U1"
+        ));
         assert!(is_crypt_hash("$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7"));
         for plain in ["edge", "$6$", "$6$salt$short", "$99$abc$defghijklmnopqrstuv", "hunter2$6$x$y"] {
             assert!(!is_crypt_hash(plain), "{plain}");

@@ -26,6 +26,16 @@ enum Command {
     /// The store under artifacts/.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Compose an image (`image v2 --parent`), or show a compose (`image info v1`).
+    Image {
+        /// The image to compose, or `info`.
+        name: String,
+        /// With `info`: the image to show.
+        image: Option<String>,
+        /// Compose on the parent's commit (the lab must give the image a parent).
+        #[arg(long)]
+        parent: bool,
+    },
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -81,6 +91,11 @@ fn main() {
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),
         Command::Artifacts(ArtifactsCommand::Verify) => cli::artifacts::verify(global),
+        Command::Image { name, image, parent } => match (name.as_str(), image) {
+            ("info", Some(image)) => cli::image::info(global, image),
+            (_, Some(extra)) => Err(anyhow::anyhow!("unexpected `{extra}`: say `image NAME` or `image info NAME`")),
+            (name, None) => cli::image::compose(global, name, *parent),
+        },
         Command::Test { args } => cli::test_cmd::run(args),
     };
     if let Err(err) = result {

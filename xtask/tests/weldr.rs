@@ -171,11 +171,11 @@ fn a_killed_run_is_resumed_by_adopting_its_compose() {
 #[test]
 fn a_first_request_that_times_out_is_retried() {
     let fake = FakeWeldr::start(FakeConfig {
-        first_response_delay: Some(Duration::from_millis(800)),
+        first_response_delay: Some(Duration::from_millis(1500)),
         ..FakeConfig::default()
     });
     let mut config = fast_config(&fake.socket);
-    config.request_timeout = Duration::from_millis(200);
+    config.request_timeout = Duration::from_millis(500);
     let out = tempfile::tempdir().unwrap();
     let blueprint = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
     let result = WeldrComposer { config }.compose(&request_for("v1", &blueprint, None, None), out.path(), &quiet());
@@ -289,6 +289,18 @@ fn v2_composes_on_v1s_commit_and_only_v2_goes_stale_when_its_packages_change() {
     assert_eq!(rev_parse(&repo, "rhel/8/x86_64/edge"), v2.output_digest);
     assert_eq!(rev_parse(&repo, &format!("{}^", v2.output_digest)), v1.output_digest);
 
+    // `image info v2`: the compose.json fields and what the store knows.
+    let info = edgelab::cli::image::render_info(&v2);
+    let row = |field: &str| {
+        let line = info.lines().find(|line| line.split("  ").next() == Some(field));
+        line.unwrap_or_else(|| panic!("no {field} in\n{info}")).trim_start_matches(field).trim().to_string()
+    };
+    assert_eq!(row("compose.json ostree-commit"), v2.output_digest);
+    assert_eq!(row("compose.json ref"), "rhel/8/x86_64/edge");
+    assert_eq!(row("compose.json ostree-version"), "0.0.2");
+    assert_eq!(row("parent"), v1.output_digest);
+    assert_eq!(row("backend"), format!("weldr ({})", composes[1].id));
+
     // A second run is all cached and asks composer for nothing.
     let n_requests = fake.requests().len();
     let again = up(&lab, &store, &fake.socket);
@@ -306,13 +318,21 @@ fn v2_composes_on_v1s_commit_and_only_v2_goes_stale_when_its_packages_change() {
 
 #[test]
 fn a_failing_compose_leaves_nothing_in_the_store() {
-    let fake = FakeWeldr::start(FakeConfig { fail_composes: true, waiting_polls: 0, running_polls: 0, ..FakeConfig::default() });
+    let fake = FakeWeldr::start(FakeConfig {
+        fail_composes: true,
+        waiting_polls: 0,
+        running_polls: 0,
+        ..FakeConfig::default()
+    });
     let labdir = tempfile::tempdir().unwrap();
     let lab = test_lab(labdir.path(), BLUEPRINT, &["strace"]);
     let store = Store::open(&labdir.path().join("artifacts")).unwrap();
     let summary = up(&lab, &store, &fake.socket);
     let v1 = outcome(&summary, "compose v1");
-    assert!(matches!(&v1, Outcome::Failed(err) if err.contains("FAILED") && err.contains("strace conflicts")), "{v1:?}");
+    assert!(
+        matches!(&v1, Outcome::Failed(err) if err.contains("FAILED") && err.contains("strace conflicts")),
+        "{v1:?}"
+    );
     assert!(matches!(outcome(&summary, "compose v2"), Outcome::Skipped(why) if why.contains("compose v1")));
     assert_no_compose_artifacts(&store);
 }
@@ -375,7 +395,11 @@ fn a_parent_that_was_not_composed_is_a_clear_error() {
         stage,
         inputs: BTreeMap::from([(
             "blueprint".to_string(),
-            stages::Input { output_digest: "sha256:0".into(), out: blueprint_out.path().to_path_buf(), extra: Value::Null },
+            stages::Input {
+                output_digest: "sha256:0".into(),
+                out: blueprint_out.path().to_path_buf(),
+                extra: Value::Null,
+            },
         )]),
         out: out.path().to_path_buf(),
         store: &store,
@@ -393,9 +417,8 @@ fn composed_versions_follow_the_package_changes_along_the_chain() {
     let labdir = tempfile::tempdir().unwrap();
     let mut lab = test_lab(labdir.path(), BLUEPRINT, &["strace"]);
     let base = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
-    let version = |lab: &Lab, name: &str| {
-        edgelab::blueprint::composed_blueprint(&base, lab, lab.image(name).unwrap()).version
-    };
+    let version =
+        |lab: &Lab, name: &str| edgelab::blueprint::composed_blueprint(&base, lab, lab.image(name).unwrap()).version;
     assert_eq!(version(&lab, "v1"), "0.0.1");
     assert_eq!(version(&lab, "v2"), "0.0.2");
     // v3 = v2's packages again: no change, no bump beyond v2's.
@@ -452,7 +475,15 @@ fn request_for(
 }
 
 fn rev_parse(repo: &Path, rev: &str) -> String {
-    Cmd::new("ostree").arg(format!("--repo={}", repo.display())).arg("rev-parse").arg(rev).run().unwrap().stdout.trim().to_string()
+    Cmd::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("rev-parse")
+        .arg(rev)
+        .run()
+        .unwrap()
+        .stdout
+        .trim()
+        .to_string()
 }
 
 /// The demo's images (v1; v2 on v1 adding `v2_packages`) in the RHEL world,

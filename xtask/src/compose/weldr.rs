@@ -187,24 +187,32 @@ impl ComposeBackend for WeldrComposer {
         let packages = client.depsolve(&blueprint.name).with_context(|| format!("{what}: depsolving"))?;
         progress.note(&format!("{what}: {} packages after depsolve", packages.len()));
 
-        let uuid = match client.find_existing(&blueprint, &ostree).with_context(|| format!("{what}: reading the queue"))? {
+        let uuid = match client
+            .find_existing(&blueprint, &ostree)
+            .with_context(|| format!("{what}: reading the queue"))?
+        {
             Some(entry) => {
-                progress.note(&format!("{what}: adopting compose {} ({}) started earlier", entry.id, entry.queue_status));
+                progress
+                    .note(&format!("{what}: adopting compose {} ({}) started earlier", entry.id, entry.queue_status));
                 entry.id
             }
             None => {
-                let uuid = client.start_compose(request, &blueprint, &ostree).with_context(|| format!("{what}: starting the compose"))?;
+                let uuid = client
+                    .start_compose(request, &blueprint, &ostree)
+                    .with_context(|| format!("{what}: starting the compose"))?;
                 progress.note(&format!("{what}: compose {uuid} started"));
                 uuid
             }
         };
         let finished = client.wait(&uuid, progress)?;
         if finished.queue_status == "FAILED" {
-            let tail = client.logs_tail(&uuid, 25).unwrap_or_else(|err| format!("(its logs could not be fetched: {err:#})"));
+            let tail =
+                client.logs_tail(&uuid, 25).unwrap_or_else(|err| format!("(its logs could not be fetched: {err:#})"));
             bail!("{what}: compose {uuid} FAILED; last lines of its log:\n{tail}");
         }
         let tarball = out.join(format!("{}-commit.tar", request.image));
-        let tarball_sha256 = client.download_image(&uuid, &tarball).with_context(|| format!("{what}: downloading compose {uuid}"))?;
+        let tarball_sha256 =
+            client.download_image(&uuid, &tarball).with_context(|| format!("{what}: downloading compose {uuid}"))?;
         let compose_json = read_compose_json(&tarball)?;
         let commit = compose_json
             .get("ostree-commit")
@@ -237,7 +245,10 @@ pub fn ostree_options(request: &ComposeRequest) -> anyhow::Result<OstreeOptions>
         bail!("image `{}`: parent URL `{url}` is not an http(s) URL", request.image);
     }
     if url.contains("${") {
-        bail!("image `{}`: parent URL `{url}` still has a placeholder: set `network host-address` in lab.kdl", request.image);
+        bail!(
+            "image `{}`: parent URL `{url}` still has a placeholder: set `network host-address` in lab.kdl",
+            request.image
+        );
     }
     Ok(OstreeOptions { ostree_ref: request.ostree_ref.clone(), parent, url })
 }
@@ -254,10 +265,15 @@ pub fn read_compose_json(tarball: &Path) -> anyhow::Result<Value> {
     for entry in archive.entries().with_context(|| format!("reading {}", tarball.display()))? {
         let mut entry = entry.with_context(|| format!("reading {}", tarball.display()))?;
         let path = entry.path()?.into_owned();
-        if path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).eq([std::path::Component::Normal("compose.json".as_ref())]) {
+        if path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .eq([std::path::Component::Normal("compose.json".as_ref())])
+        {
             let mut text = String::new();
             entry.read_to_string(&mut text)?;
-            return serde_json::from_str(&text).with_context(|| format!("parsing compose.json in {}", tarball.display()));
+            return serde_json::from_str(&text)
+                .with_context(|| format!("parsing compose.json in {}", tarball.display()));
         }
     }
     bail!("{} has no compose.json: not an edge-commit tarball", tarball.display())
@@ -308,7 +324,9 @@ impl WeldrClient {
         let finished = self.get_json("/api/v1/compose/finished")?;
         let mut entries = Vec::new();
         for list in [queue.get("new"), queue.get("run"), finished.get("finished")].into_iter().flatten() {
-            entries.extend(serde_json::from_value::<Vec<ComposeEntry>>(list.clone()).context("reading composer's compose list")?);
+            entries.extend(
+                serde_json::from_value::<Vec<ComposeEntry>>(list.clone()).context("reading composer's compose list")?,
+            );
         }
         Ok(entries)
     }
@@ -322,7 +340,9 @@ impl WeldrClient {
             .composes()?
             .into_iter()
             .filter(|entry| {
-                entry.blueprint == blueprint.name && entry.version == blueprint.version && entry.compose_type == "edge-commit"
+                entry.blueprint == blueprint.name
+                    && entry.version == blueprint.version
+                    && entry.compose_type == "edge-commit"
             })
             .filter(|entry| match records.iter().find(|record| record.uuid == entry.id) {
                 Some(record) => &record.ostree == ostree,
@@ -339,7 +359,12 @@ impl WeldrClient {
     /// `POST /api/v1/compose`; returns the compose UUID. A start that times
     /// out is not blindly repeated: composer may have queued it, so the queue
     /// is read again first.
-    pub fn start_compose(&self, request: &ComposeRequest, blueprint: &Blueprint, ostree: &OstreeOptions) -> anyhow::Result<String> {
+    pub fn start_compose(
+        &self,
+        request: &ComposeRequest,
+        blueprint: &Blueprint,
+        ostree: &OstreeOptions,
+    ) -> anyhow::Result<String> {
         let mut body = json!({
             "blueprint_name": blueprint.name,
             "compose_type": "edge-commit",
@@ -383,9 +408,12 @@ impl WeldrClient {
     /// `GET /api/v1/compose/status/UUID`.
     pub fn compose_status(&self, uuid: &str) -> anyhow::Result<ComposeEntry> {
         let reply = self.get_json(&format!("/api/v1/compose/status/{uuid}"))?;
-        let entries: Vec<ComposeEntry> =
-            serde_json::from_value(reply.get("uuids").cloned().unwrap_or(json!([]))).context("reading compose status")?;
-        entries.into_iter().find(|entry| entry.id == uuid).with_context(|| format!("composer does not know compose {uuid}"))
+        let entries: Vec<ComposeEntry> = serde_json::from_value(reply.get("uuids").cloned().unwrap_or(json!([])))
+            .context("reading compose status")?;
+        entries
+            .into_iter()
+            .find(|entry| entry.id == uuid)
+            .with_context(|| format!("composer does not know compose {uuid}"))
     }
 
     /// Polls until the compose is FINISHED or FAILED, noting each change.
@@ -510,12 +538,14 @@ impl WeldrClient {
         let socket = &self.config.socket;
         let stream = UnixStream::connect(socket).map_err(|err| RequestError::Failed(connect_error(socket, err)))?;
         let timeout = Some(self.config.request_timeout);
-        stream.set_read_timeout(timeout).and_then(|()| stream.set_write_timeout(timeout)).map_err(|err| RequestError::Failed(err.into()))?;
+        stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(timeout))
+            .map_err(|err| RequestError::Failed(err.into()))?;
         let io_error = |err: io::Error| match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => RequestError::TimedOut(format!(
-                "no answer to {method} {path} within {:?}",
-                self.config.request_timeout
-            )),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                RequestError::TimedOut(format!("no answer to {method} {path} within {:?}", self.config.request_timeout))
+            }
             _ => RequestError::Failed(anyhow::anyhow!("{method} {path} on {}: {err}", socket.display())),
         };
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: */*\r\n");
@@ -531,11 +561,10 @@ impl WeldrClient {
         let mut reader = BufReader::new(stream);
         let mut status_line = String::new();
         reader.read_line(&mut status_line).map_err(io_error)?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| RequestError::Failed(anyhow::anyhow!("{method} {path}: not an HTTP answer: {status_line:?}")))?;
+        let status =
+            status_line.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok()).ok_or_else(|| {
+                RequestError::Failed(anyhow::anyhow!("{method} {path}: not an HTTP answer: {status_line:?}"))
+            })?;
         let mut headers = BTreeMap::new();
         loop {
             let mut line = String::new();
@@ -561,7 +590,10 @@ impl WeldrClient {
         let Some(dir) = &self.config.state_dir else {
             return vec![];
         };
-        std::fs::read(dir.join("composes.json")).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+        std::fs::read(dir.join("composes.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
     }
 
     /// Remembers a started compose; losing this record only makes adoption

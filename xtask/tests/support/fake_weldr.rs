@@ -29,9 +29,11 @@
 //! archive-mode OSTree repo made with the `ostree` program and a
 //! `compose.json` with composer's field names, tarred as composer does.
 //!
-//! Status advances on polls of `compose/status`: WAITING for
-//! `waiting_polls`, RUNNING for `running_polls`, then FINISHED (or FAILED
-//! with logs when `fail_composes`). `first_response_delay` holds the answer
+//! The commit is built in the background when a compose starts, as
+//! composer's worker does. Status advances on polls of `compose/status`:
+//! WAITING for `waiting_polls`, RUNNING for `running_polls` (and until the
+//! commit is built), then FINISHED (or FAILED with logs when
+//! `fail_composes`). `first_response_delay` holds the answer
 //! to the very first request back, like composer building its metadata cache.
 
 #![allow(dead_code)]
@@ -159,7 +161,7 @@ impl FakeWeldr {
     }
 }
 
-fn serve(stream: UnixStream, state: &Mutex<State>) {
+fn serve(stream: UnixStream, state: &Arc<Mutex<State>>) {
     let mut reader = BufReader::new(stream.try_clone().expect("cloning a unix stream"));
     let Some(request) = read_request(&mut reader) else { return };
     let delay = {
@@ -227,7 +229,7 @@ fn write_reply(mut stream: UnixStream, reply: Reply) {
     stream.write_all(&bytes).ok();
 }
 
-fn route(request: &Request, state: &Mutex<State>) -> Reply {
+fn route(request: &Request, state: &Arc<Mutex<State>>) -> Reply {
     let path = request.path.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (request.method.as_str(), segments.as_slice()) {
@@ -287,7 +289,8 @@ fn depsolve(name: &str, state: &Mutex<State>) -> Reply {
     )
 }
 
-fn start_compose(request: &Request, state: &Mutex<State>) -> Reply {
+fn start_compose(request: &Request, shared: &Arc<Mutex<State>>) -> Reply {
+    let state = shared;
     if request.headers.get("content-type").map(String::as_str) != Some("application/json") {
         return error_reply(400, "MissingPost", "blueprint must be json");
     }
@@ -302,7 +305,11 @@ fn start_compose(request: &Request, state: &Mutex<State>) -> Reply {
     };
     let compose_type = body.get("compose_type").and_then(Value::as_str).unwrap_or("");
     if compose_type != "edge-commit" {
-        return error_reply(400, "ComposeError", &format!("Failed to get compose type {compose_type:?}: unknown image type"));
+        return error_reply(
+            400,
+            "ComposeError",
+            &format!("Failed to get compose type {compose_type:?}: unknown image type"),
+        );
     }
     let ostree = body.get("ostree").cloned().unwrap_or(json!({}));
     let field = |name: &str| ostree.get(name).and_then(Value::as_str).unwrap_or("").to_string();
@@ -312,7 +319,7 @@ fn start_compose(request: &Request, state: &Mutex<State>) -> Reply {
     let value: toml::Value = toml::from_str(&text).expect("stored blueprints parse");
     let version = value.get("version").and_then(toml::Value::as_str).unwrap_or("0.0.0").to_string();
     let id = new_uuid();
-    state.composes.push(FakeCompose {
+    let compose = FakeCompose {
         id: id.clone(),
         blueprint: name,
         version,
@@ -324,6 +331,18 @@ fn start_compose(request: &Request, state: &Mutex<State>) -> Reply {
         created: now(),
         tarball: None,
         commit: None,
+    };
+    state.composes.push(compose.clone());
+    // Composer builds in the background (its worker); so does the fake.
+    let dir = state.dir.clone();
+    let shared = Arc::clone(shared);
+    std::thread::spawn(move || {
+        let (tarball, commit) = build_commit(&dir, &compose);
+        let mut state = shared.lock().unwrap();
+        if let Some(built) = state.composes.iter_mut().find(|it| it.id == compose.id) {
+            built.tarball = Some(tarball);
+            built.commit = Some(commit);
+        }
     });
     json_reply(200, json!({"build_id": id, "status": true, "warnings": []}))
 }
@@ -331,7 +350,6 @@ fn start_compose(request: &Request, state: &Mutex<State>) -> Reply {
 fn compose_status(uuid: &str, state: &Mutex<State>) -> Reply {
     let mut state = state.lock().unwrap();
     let config = state.config.clone();
-    let dir = state.dir.clone();
     let Some(compose) = state.composes.iter_mut().find(|compose| compose.id == uuid) else {
         return json_reply(200, json!({"uuids": []}));
     };
@@ -342,16 +360,14 @@ fn compose_status(uuid: &str, state: &Mutex<State>) -> Reply {
         "RUNNING"
     } else if config.fail_composes {
         "FAILED"
+    } else if compose.tarball.is_none() {
+        // Still committing in the background.
+        "RUNNING"
     } else {
         "FINISHED"
     };
-    // A finished compose stays finished; composing happens on the way there.
+    // A finished or failed compose stays so.
     if !matches!(compose.state, "FINISHED" | "FAILED") {
-        if next == "FINISHED" {
-            let (tarball, commit) = build_commit(&dir, compose);
-            compose.tarball = Some(tarball);
-            compose.commit = Some(commit);
-        }
         compose.state = next;
     }
     compose.history.push(compose.state);
@@ -427,7 +443,12 @@ fn build_commit(dir: &Path, compose: &FakeCompose) -> (PathBuf, String) {
     std::fs::write(tree.join("usr/share/edgelab/blueprint.toml"), &compose.blueprint_toml).unwrap();
     let ostree_ref = compose.ostree.get("ref").and_then(Value::as_str).unwrap_or("rhel/8/x86_64/edge").to_string();
     let parent = compose.ostree.get("parent").and_then(Value::as_str).unwrap_or("");
-    Cmd::new("ostree").arg("init").arg(format!("--repo={}", repo.display())).arg("--mode=archive").run().expect("ostree init");
+    Cmd::new("ostree")
+        .arg("init")
+        .arg(format!("--repo={}", repo.display()))
+        .arg("--mode=archive")
+        .run()
+        .expect("ostree init");
     let mut commit = Cmd::new("ostree")
         .arg("commit")
         .arg(format!("--repo={}", repo.display()))

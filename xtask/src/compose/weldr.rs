@@ -241,7 +241,8 @@ pub fn ostree_options(request: &ComposeRequest) -> anyhow::Result<OstreeOptions>
             parent_kind(&parent)
         );
     }
-    if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+    let is_http = url.starts_with("http://") || url.starts_with("https://");
+    if !url.is_empty() && !is_http {
         bail!("image `{}`: parent URL `{url}` is not an http(s) URL", request.image);
     }
     if url.contains("${") {

@@ -6,6 +6,7 @@
 //! and the store (store/) keeps the results. Only tools/ starts processes.
 //! ARCHITECTURE.md at the repository root has the map.
 
+pub mod blueprint;
 pub mod cli;
 pub mod compose;
 pub mod facts;

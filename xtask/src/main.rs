@@ -29,6 +29,16 @@ enum Command {
     /// The lab's container apps.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Compose an image (`image v2 --parent`), or show a compose (`image info v1`).
+    Image {
+        /// The image to compose, or `info`.
+        name: String,
+        /// With `info`: the image to show.
+        image: Option<String>,
+        /// Compose on the parent's commit (the lab must give the image a parent).
+        #[arg(long)]
+        parent: bool,
+    },
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -101,6 +111,11 @@ fn main() {
         Command::Container(ContainerCommand::Promote { app, build, tag }) => {
             cli::container::promote(global, app, build, tag)
         }
+        Command::Image { name, image, parent } => match (name.as_str(), image) {
+            ("info", Some(image)) => cli::image::info(global, image),
+            (_, Some(extra)) => Err(anyhow::anyhow!("unexpected `{extra}`: say `image NAME` or `image info NAME`")),
+            (name, None) => cli::image::compose(global, name, *parent),
+        },
         Command::Test { args } => cli::test_cmd::run(args),
     };
     if let Err(err) = result {

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod container;
+pub mod image;
 pub mod lab_cmd;
 pub mod test_cmd;
 

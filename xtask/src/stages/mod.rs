@@ -8,6 +8,7 @@
 
 pub mod blueprint;
 pub mod container;
+pub mod compose;
 pub mod prereqs;
 pub mod push;
 pub mod tag;
@@ -66,9 +67,7 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
         StageKind::Compose if local => {
             Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
         }
-        StageKind::Compose => {
-            Err("composes through osbuild-composer's Weldr API (issue: blueprints and composes)".into())
-        }
+        StageKind::Compose => Ok(()),
         StageKind::Repo => {
             Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
         }
@@ -88,6 +87,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         StageKind::Container => container::run(ctx),
         StageKind::Push => push::run(ctx),
         StageKind::Tag => tag::run(ctx),
+        StageKind::Compose => compose::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

@@ -7,6 +7,8 @@
 //! output digest; the runner writes the manifest and publishes.
 
 pub mod blueprint;
+pub mod iso;
+pub mod kickstart;
 pub mod prereqs;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -57,7 +59,7 @@ pub struct StageOutput {
 pub fn capability(stage: &Stage) -> Result<(), String> {
     let local = stage.backend != Backend::Rhel;
     match stage.id.kind {
-        StageKind::Prereqs | StageKind::Blueprint => Ok(()),
+        StageKind::Prereqs | StageKind::Blueprint | StageKind::Kickstart | StageKind::Iso => Ok(()),
         StageKind::Container | StageKind::Push | StageKind::Tag => {
             Err("container builds and the lab registry (issue: the container app and the lab registry)".into())
         }
@@ -70,8 +72,6 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
         StageKind::Repo => {
             Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
         }
-        StageKind::Kickstart => Err("kickstart rendering (issue: the kickstart and the remastered boot ISO)".into()),
-        StageKind::Iso => Err("ISO remastering (issue: the kickstart and the remastered boot ISO)".into()),
         StageKind::Install => {
             Err("the local guest installer (issue: guests installed and booted from the graph)".into())
         }
@@ -83,6 +83,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
+        StageKind::Kickstart => kickstart::run(ctx),
+        StageKind::Iso => iso::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

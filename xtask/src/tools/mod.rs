@@ -10,9 +10,18 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod apt;
+pub mod bash;
 pub mod cargo;
 pub mod graphviz;
+pub mod ip;
+pub mod isomd5;
+pub mod keepalived;
+pub mod ksvalidator;
+pub mod mtools;
 pub mod packages;
+pub mod shellcheck;
+pub mod systemd_analyze;
+pub mod xorriso;
 
 use std::{
     ffi::{OsStr, OsString},

@@ -31,6 +31,11 @@ pub struct Remaster<'a> {
 pub fn volume_id(iso: &Path) -> anyhow::Result<Option<String>> {
     super::require("xorriso")?;
     let output = Cmd::new("xorriso").arg("-indev").arg(iso).arg("-pvd_info").run()?;
+    // On a file that holds no ISO 9660 image, xorriso reports a blank image
+    // with its own default volume id (`ISOIMAGE`).
+    if output.stderr.contains("No ISO 9660 image") {
+        return Ok(None);
+    }
     let id = output
         .stdout
         .lines()

@@ -40,11 +40,15 @@ fn kickstarts_for_both_guests_render_and_pass_the_validators() {
         // The stage ran every validator; run the main ones again here so a
         // silently skipped validator cannot pass this test.
         let validated = output.extra["validated-with"].clone();
-        assert_eq!(validated, serde_json::json!(["ksvalidator", "keepalived", "systemd-analyze", "bash -n", "shellcheck"]));
+        assert_eq!(
+            validated,
+            serde_json::json!(["ksvalidator", "keepalived", "systemd-analyze", "bash -n", "shellcheck"])
+        );
         tools::ksvalidator::validate(&out.join(format!("{guest}.ks"))).unwrap();
         let keepalived_conf = out.join("files/etc/keepalived/keepalived.conf");
         tools::keepalived::config_test(&keepalived_conf, "enp1s0").unwrap();
-        let scripts: Vec<PathBuf> = walk(&out.join("files")).into_iter().filter(|p| p.to_string_lossy().ends_with(".sh")).collect();
+        let scripts: Vec<PathBuf> =
+            walk(&out.join("files")).into_iter().filter(|p| p.to_string_lossy().ends_with(".sh")).collect();
         assert_eq!(scripts.len(), 4, "{scripts:?}");
         tools::shellcheck::check(&scripts).unwrap();
 
@@ -148,10 +152,9 @@ fn changing_only_the_backups_priority_changes_only_the_backup() {
         let mut keys = BTreeMap::new();
         for stage in graph.stages.iter().filter(|s| matches!(s.id.kind, StageKind::Kickstart | StageKind::Iso)) {
             let inputs = match stage.id.kind {
-                StageKind::Iso => BTreeMap::from([(
-                    "kickstart".to_string(),
-                    digests[&(which, guest_name(&stage.id.name))].clone(),
-                )]),
+                StageKind::Iso => {
+                    BTreeMap::from([("kickstart".to_string(), digests[&(which, guest_name(&stage.id.name))].clone())])
+                }
                 _ => BTreeMap::new(),
             };
             keys.insert(stage.id.clone(), Preimage::of(stage, &facts, inputs).key().0);
@@ -205,7 +208,10 @@ fn iso_stage_explains_a_bad_base_image() {
 
     let junk = tmp.path().join("junk.iso");
     std::fs::write(&junk, vec![0x5a; 64 * 1024]).unwrap();
-    let err = format!("{:#}", run_iso(&demo_lab(Some(junk)), "edge-device-1", &ks_out, &ks, &tmp.path().join("b")).unwrap_err());
+    let err = format!(
+        "{:#}",
+        run_iso(&demo_lab(Some(junk)), "edge-device-1", &ks_out, &ks, &tmp.path().join("b")).unwrap_err()
+    );
     assert!(err.contains("volume id"), "{err}");
 
     let tree = tmp.path().join("plain");
@@ -213,7 +219,10 @@ fn iso_stage_explains_a_bad_base_image() {
     std::fs::write(tree.join("README"), "not a boot ISO\n").unwrap();
     let plain = tmp.path().join("plain.iso");
     xorriso_mkisofs(&["-o", path_str(&plain), "-V", "PLAIN", "-R", path_str(&tree)]);
-    let err = format!("{:#}", run_iso(&demo_lab(Some(plain)), "edge-device-1", &ks_out, &ks, &tmp.path().join("c")).unwrap_err());
+    let err = format!(
+        "{:#}",
+        run_iso(&demo_lab(Some(plain)), "edge-device-1", &ks_out, &ks, &tmp.path().join("c")).unwrap_err()
+    );
     assert!(err.contains("is not a RHEL boot ISO") && err.contains("/isolinux/isolinux.cfg"), "{err}");
 }
 
@@ -249,7 +258,11 @@ fn check_remastered(base: &Path, iso: &Path, kickstart: &Path, tmp: &Path) {
         "vip_state=BACKUP".into(),
         "vip_priority=254".into(),
     ];
-    for (name, text, command) in [("isolinux.cfg", &isolinux, "append"), ("grub.cfg", &grub, "linuxefi"), ("efiboot.img grub.cfg", &efi_grub, "linuxefi")] {
+    for (name, text, command) in [
+        ("isolinux.cfg", &isolinux, "append"),
+        ("grub.cfg", &grub, "linuxefi"),
+        ("efiboot.img grub.cfg", &efi_grub, "linuxefi"),
+    ] {
         let kernel_lines: Vec<&str> = text.lines().filter(|line| line.trim_start().starts_with(command)).collect();
         assert_eq!(kernel_lines.len(), 2, "{name}:\n{text}");
         for line in kernel_lines {

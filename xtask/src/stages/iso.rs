@@ -40,7 +40,10 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let volume_id = xorriso::volume_id(&base)
         .with_context(|| format!("reading the volume id of {}", base.display()))?
         .with_context(|| {
-            format!("{} has no readable volume id (is it an ISO 9660 image?); the installer finds its kickstart by it", base.display())
+            format!(
+                "{} has no readable volume id (is it an ISO 9660 image?); the installer finds its kickstart by it",
+                base.display()
+            )
         })?;
     check_layout(&base)?;
 
@@ -80,7 +83,10 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     std::fs::write(&efiboot_grub_cfg, efi_text)?;
     tools::mtools::write_file(&efiboot_img, &efiboot_grub_cfg, EFIBOOT_GRUB_CFG)?;
     if n_entries == 0 {
-        bail!("{} has no installer boot entries (no kernel line with inst.stage2=) to add the kickstart to", base.display());
+        bail!(
+            "{} has no installer boot entries (no kernel line with inst.stage2=) to add the kickstart to",
+            base.display()
+        );
     }
 
     let iso = ctx.out.join(format!("{guest}.iso"));
@@ -215,7 +221,11 @@ mod tests {
 
     #[test]
     fn kernel_args_are_appended_once() {
-        let args = boot_args("RHEL-8-6-0-BaseOS-x86_64", "edge-device-2.ks", "inst.text console=ttyS0 vip_state=BACKUP vip_priority=254");
+        let args = boot_args(
+            "RHEL-8-6-0-BaseOS-x86_64",
+            "edge-device-2.ks",
+            "inst.text console=ttyS0 vip_state=BACKUP vip_priority=254",
+        );
         let grub = "menuentry 'Install' {\n\tlinuxefi /images/pxeboot/vmlinuz inst.stage2=hd:LABEL=RHEL-8-6-0-BaseOS-x86_64 quiet\n\tinitrdefi /images/pxeboot/initrd.img\n}\n";
         let (once, n) = add_kernel_args(grub, Syntax::Grub, &args);
         assert_eq!(n, 1);

@@ -63,8 +63,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     }
 
     let template = &ctx.lab.kickstart.template;
-    let template_text =
-        std::fs::read_to_string(template).with_context(|| format!("reading kickstart template {}", template.display()))?;
+    let template_text = std::fs::read_to_string(template)
+        .with_context(|| format!("reading kickstart template {}", template.display()))?;
     let mut values = values;
     values.insert("GUEST_FILES".into(), post_heredocs(&files)?);
     let kickstart = render(&template_text, &values).with_context(|| format!("rendering {}", template.display()))?;
@@ -290,7 +290,10 @@ fn post_heredocs(files: &[GuestFile]) -> anyhow::Result<String> {
             }
             // Anaconda ends the %post at a line starting with `%`.
             if line.trim_start().starts_with('%') {
-                bail!("guest file /{} has a line starting with `%`, which would end the kickstart's %post", file.destination);
+                bail!(
+                    "guest file /{} has a line starting with `%`, which would end the kickstart's %post",
+                    file.destination
+                );
             }
         }
         let path = format!("/{}", file.destination);

@@ -51,8 +51,7 @@ pub fn existing(iso: &Path, paths: &[&str]) -> anyhow::Result<Vec<String>> {
     super::require("xorriso")?;
     // Missing paths are only warnings to `-ls`; the listing names what exists.
     let output = Cmd::new("xorriso").arg("-indev").arg(iso).arg("-ls").args(paths).run()?;
-    let listed: Vec<String> =
-        output.stdout.lines().map(|line| line.trim().trim_matches('\'').to_string()).collect();
+    let listed: Vec<String> = output.stdout.lines().map(|line| line.trim().trim_matches('\'').to_string()).collect();
     Ok(paths.iter().filter(|path| listed.iter().any(|it| it == *path)).map(|path| path.to_string()).collect())
 }
 

@@ -9,6 +9,8 @@
 pub mod blueprint;
 pub mod container;
 pub mod compose;
+pub mod iso;
+pub mod kickstart;
 pub mod prereqs;
 pub mod push;
 pub mod tag;
@@ -62,7 +64,7 @@ pub struct StageOutput {
 pub fn capability(stage: &Stage) -> Result<(), String> {
     let local = stage.backend != Backend::Rhel;
     match stage.id.kind {
-        StageKind::Prereqs | StageKind::Blueprint => Ok(()),
+        StageKind::Prereqs | StageKind::Blueprint | StageKind::Kickstart | StageKind::Iso => Ok(()),
         StageKind::Container | StageKind::Push | StageKind::Tag => Ok(()),
         StageKind::Compose if local => {
             Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
@@ -71,8 +73,6 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
         StageKind::Repo => {
             Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
         }
-        StageKind::Kickstart => Err("kickstart rendering (issue: the kickstart and the remastered boot ISO)".into()),
-        StageKind::Iso => Err("ISO remastering (issue: the kickstart and the remastered boot ISO)".into()),
         StageKind::Install => {
             Err("the local guest installer (issue: guests installed and booted from the graph)".into())
         }
@@ -88,6 +88,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         StageKind::Push => push::run(ctx),
         StageKind::Tag => tag::run(ctx),
         StageKind::Compose => compose::run(ctx),
+        StageKind::Kickstart => kickstart::run(ctx),
+        StageKind::Iso => iso::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

@@ -10,14 +10,23 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod apt;
+pub mod bash;
 pub mod cargo;
 pub mod cowsay;
 pub mod docker_registry;
 pub mod figlet;
 pub mod graphviz;
+pub mod ip;
+pub mod isomd5;
+pub mod keepalived;
+pub mod ksvalidator;
+pub mod mtools;
 pub mod packages;
 pub mod podman;
 pub mod systemctl;
+pub mod shellcheck;
+pub mod systemd_analyze;
+pub mod xorriso;
 
 use std::{
     ffi::{OsStr, OsString},

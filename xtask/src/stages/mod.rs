@@ -7,8 +7,8 @@
 //! output digest; the runner writes the manifest and publishes.
 
 pub mod blueprint;
-pub mod container;
 pub mod compose;
+pub mod container;
 pub mod iso;
 pub mod kickstart;
 pub mod prereqs;

@@ -23,8 +23,8 @@ pub mod ksvalidator;
 pub mod mtools;
 pub mod packages;
 pub mod podman;
-pub mod systemctl;
 pub mod shellcheck;
+pub mod systemctl;
 pub mod systemd_analyze;
 pub mod xorriso;
 

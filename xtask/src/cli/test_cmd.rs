@@ -27,6 +27,10 @@ pub const TEST_PROGRAMS: &[&str] = &[
 
 pub fn run(extra_args: &[String]) -> anyhow::Result<()> {
     install_missing(TEST_PROGRAMS)?;
+    if tools::which("ksvalidator").is_none() {
+        eprintln!("installing pykickstart (ksvalidator) with pip");
+        tools::pip::install(&["pykickstart"])?;
+    }
     let status = tools::cargo::test_workspace(extra_args)?;
     if !status.success() {
         anyhow::bail!("tests failed");

@@ -22,6 +22,7 @@ pub mod keepalived;
 pub mod ksvalidator;
 pub mod mtools;
 pub mod packages;
+pub mod pip;
 pub mod podman;
 pub mod shellcheck;
 pub mod systemctl;

@@ -26,6 +26,9 @@ enum Command {
     /// The store under artifacts/.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Measure and write JSON under bench/results/.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -82,6 +85,7 @@ fn main() {
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),
         Command::Artifacts(ArtifactsCommand::Verify) => cli::artifacts::verify(global),
         Command::Test { args } => cli::test_cmd::run(args),
+        Command::Bench(bench) => cli::bench::run(global, bench),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -9,9 +9,12 @@
 //! edits that restore size and mtime (`touch -r`), since no user can set it.
 //!
 //! On disk (`artifacts/statcache`) the cache is a compact binary file, read in
-//! a couple of milliseconds for tens of thousands of entries: a header, the
-//! entries, and a sha256 of everything before it. Anything that does not check
-//! out is dropped whole: the cache is an optimisation, never a source of truth.
+//! a few milliseconds for tens of thousands of entries (JSON took ten times
+//! longer): a header, the entries, and a 64-bit checksum of everything before
+//! it (sha256 would cost more than the decoding; the checksum only has to
+//! catch torn or damaged files, not attackers, who could edit inputs anyway).
+//! Anything that does not check out is dropped whole: the cache is an
+//! optimisation, never a source of truth.
 
 use std::{
     collections::HashMap,
@@ -22,13 +25,11 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use sha2::{Digest as _, Sha256};
-
 /// Changes closer than this to the hashing time are rehashed next time. Two
 /// seconds covers filesystems with coarse (1 s, FAT's 2 s) timestamps.
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
-const MAGIC: &[u8] = b"edgelab-statcache\x01";
+const MAGIC: &[u8] = b"edgelab-statcache\x02";
 /// dev, ino, size, mtime, ctime, hashed_at (8 bytes each) + sha256.
 const FIXED_LEN: usize = 6 * 8 + 32;
 
@@ -152,7 +153,7 @@ impl StatCache {
     pub fn to_bytes(&self) -> Vec<u8> {
         let seen: Vec<(&Box<[u8]>, &Entry)> = self.entries.iter().filter(|(_, entry)| entry.seen).collect();
         let path_bytes: usize = seen.iter().map(|(path, _)| path.len() + 4).sum();
-        let mut out = Vec::with_capacity(MAGIC.len() + 8 + seen.len() * FIXED_LEN + path_bytes + 32);
+        let mut out = Vec::with_capacity(MAGIC.len() + 8 + seen.len() * FIXED_LEN + path_bytes + 8);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(seen.len() as u64).to_le_bytes());
         for (path, entry) in seen {
@@ -166,8 +167,8 @@ impl StatCache {
             }
             out.extend_from_slice(&entry.digest);
         }
-        let checksum = Sha256::digest(&out);
-        out.extend_from_slice(&checksum);
+        let checksum = checksum(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
         out
     }
 
@@ -185,9 +186,9 @@ impl StatCache {
 }
 
 fn decode(bytes: &[u8]) -> Option<HashMap<Box<[u8]>, Entry>> {
-    let body_len = bytes.len().checked_sub(32)?;
-    let (body, checksum) = bytes.split_at(body_len);
-    if !body.starts_with(MAGIC) || Sha256::digest(body).as_slice() != checksum {
+    let body_len = bytes.len().checked_sub(8)?;
+    let (body, sum) = bytes.split_at(body_len);
+    if !body.starts_with(MAGIC) || checksum(body).to_le_bytes() != sum {
         return None;
     }
     let mut reader = Reader { bytes: &body[MAGIC.len()..] };
@@ -232,6 +233,22 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+}
+
+/// A fast 64-bit checksum (multiply-rotate over 8-byte words).
+fn checksum(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut sum = 0x243F_6A88_85A3_08D3 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        sum = (sum ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    sum = (sum ^ u64::from_le_bytes(tail)).wrapping_mul(K).rotate_left(29);
+    (sum ^ (sum >> 32)).wrapping_mul(K)
 }
 
 fn stat_times(meta: &Metadata) -> (i64, i64) {

@@ -112,8 +112,7 @@ fn unpublished_scratch_is_invisible_and_cleaned_under_the_next_lock() {
         let scratch = store.begin(&lock, &stage.id).unwrap();
         fs::write(scratch.out.join("a.txt"), "half").unwrap();
         let manifest = manifest_of(&stage);
-        fs::write(scratch.out.parent().unwrap().join("manifest.json"), serde_json::to_vec(&manifest).unwrap())
-            .unwrap();
+        fs::write(scratch.out.parent().unwrap().join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
         assert!(store.artifact_manifest(&manifest.key).is_none());
         assert!(store.list().is_empty());
         // Read-only folders (as an OSTree repo has) must not stop the cleanup.
@@ -142,7 +141,8 @@ fn invalid_folders_are_not_artifacts() {
     assert!(store.artifact_manifest(&other).is_none());
 
     // A manifest whose preimage was edited no longer hashes to its key.
-    let mut manifest: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     manifest["preimage"]["params"]["version"] = json!(99);
     fs::write(dir.join("manifest.json"), serde_json::to_vec(&manifest).unwrap()).unwrap();
     assert!(store.artifact_manifest(&key).is_none());
@@ -169,10 +169,8 @@ fn invalid_folders_are_not_artifacts() {
 fn verify_quarantines_corrupt_artifacts_and_the_plan_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let stages: Vec<Stage> = ["edited", "truncated", "added", "removed", "chmod", "intact"]
-        .iter()
-        .map(|name| stage(name, 1))
-        .collect();
+    let stages: Vec<Stage> =
+        ["edited", "truncated", "added", "removed", "chmod", "intact"].iter().map(|name| stage(name, 1)).collect();
     let keys: Vec<Key> = stages.iter().map(|stage| build(&store, stage)).collect();
     let lock = store.lock(LockWait::NoWait).unwrap();
     assert_eq!(store.verify(&lock).corrupt.len(), 0, "a fresh store verifies clean");
@@ -189,8 +187,7 @@ fn verify_quarantines_corrupt_artifacts_and_the_plan_says_so() {
 
     let report = store.verify(&lock);
     let corrupt: BTreeSet<String> = report.corrupt.iter().map(|entry| entry.stage.clone().unwrap()).collect();
-    let expected: BTreeSet<String> =
-        stages[..5].iter().map(|stage| stage.id.to_string()).collect();
+    let expected: BTreeSet<String> = stages[..5].iter().map(|stage| stage.id.to_string()).collect();
     assert_eq!(corrupt, expected);
     assert_eq!(report.checked, 6);
     assert!(report.corrupt.iter().all(|entry| entry.quarantined_to.as_ref().is_some_and(|to| to.exists())));

@@ -88,12 +88,18 @@ fn plan_bench(global: &Global, args: &PlanBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan_bench_in(tmp: &Path, demo_lab: &Path, demo_root: &Path, args: &PlanBenchArgs) -> anyhow::Result<serde_json::Value> {
+fn plan_bench_in(
+    tmp: &Path,
+    demo_lab: &Path,
+    demo_root: &Path,
+    args: &PlanBenchArgs,
+) -> anyhow::Result<serde_json::Value> {
     // The demo lab, copied, with a big container context.
     let lab_file = tmp.join("lab.kdl");
     fs::copy(demo_lab, &lab_file).with_context(|| format!("copying {}", demo_lab.display()))?;
     copy_tree(&demo_root.join("guest"), &tmp.join("guest"))?;
-    let global = Global { lab: Some(lab_file.clone()), store: Some(tmp.join("artifacts")), no_wait: false, quiet: true };
+    let global =
+        Global { lab: Some(lab_file.clone()), store: Some(tmp.join("artifacts")), no_wait: false, quiet: true };
     let session = Session::load(&global).context("loading the copied demo lab")?;
     let context = session
         .lab
@@ -158,14 +164,22 @@ fn plan_bench_in(tmp: &Path, demo_lab: &Path, demo_root: &Path, args: &PlanBench
             "hash_at_least_1gb_per_s": hash_mb_per_s >= GOAL_HASH_MB_PER_S,
         },
     });
-    print_table(&report, n_files, bytes, &[
-        ("in-process, stat cache", &cached),
-        ("in-process, no stat cache", &uncached),
-        ("xtask process, stat cache", &process_cached),
-        ("xtask process, no stat cache", &process_uncached),
-    ]);
+    print_table(
+        &report,
+        n_files,
+        bytes,
+        &[
+            ("in-process, stat cache", &cached),
+            ("in-process, no stat cache", &uncached),
+            ("xtask process, stat cache", &process_cached),
+            ("xtask process, no stat cache", &process_uncached),
+        ],
+    );
     println!("cached in-process CPU time: median {:.1} ms", median(&cached_cpu));
-    println!("hashing one {} MiB file: {hash_mb_per_s:.0} MB/s; uncached tree: {tree_mb_per_s:.0} MB/s", BIG_FILE_BYTES >> 20);
+    println!(
+        "hashing one {} MiB file: {hash_mb_per_s:.0} MB/s; uncached tree: {tree_mb_per_s:.0} MB/s",
+        BIG_FILE_BYTES >> 20
+    );
     Ok(report)
 }
 
@@ -314,7 +328,8 @@ fn machine() -> serde_json::Value {
         .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')))
         .map(|(_, model)| model.trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let sha_ni = cpuinfo.lines().any(|line| line.starts_with("flags") && line.split_whitespace().any(|f| f == "sha_ni"));
+    let sha_ni =
+        cpuinfo.lines().any(|line| line.starts_with("flags") && line.split_whitespace().any(|f| f == "sha_ni"));
     let load_avg_1m: Option<f64> =
         fs::read_to_string("/proc/loadavg").ok().and_then(|text| text.split_whitespace().next()?.parse().ok());
     json!({

@@ -18,5 +18,12 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let json = serde_json::to_value(&value)?;
     std::fs::write(ctx.out.join("blueprint.json"), serde_json::to_vec_pretty(&json)?)?;
     std::fs::write(ctx.out.join("blueprint.toml"), &text)?;
+    // The package names alone, one per line, for composers that install a list.
+    let packages: Vec<&str> = value
+        .get("packages")
+        .and_then(|list| list.as_array())
+        .map(|list| list.iter().filter_map(|package| package.get("name")?.as_str()).collect())
+        .unwrap_or_default();
+    std::fs::write(ctx.out.join("packages.txt"), packages.iter().map(|name| format!("{name}\n")).collect::<String>())?;
     Ok(StageOutput { output_digest: super::digest_out(&ctx.out)?, extra: json!({ "name": value.get("name") }) })
 }

@@ -75,16 +75,22 @@ pub fn digest_path(path: &Path, cache: Option<&mut StatCache>) -> io::Result<Str
 enum TreeEntry {
     Dir { rel: String },
     Symlink { rel: String, target: String },
-    File { rel: String, path: PathBuf, meta: Metadata, digest: Option<[u8; 32]> },
+    File { rel: String, path: PathBuf, meta: Option<Metadata>, digest: Option<[u8; 32]> },
 }
 
 /// Digest of a folder tree (see the module docs for what it covers).
+///
+/// A no-op plan over a big tree is dominated by one `lstat` per file (the
+/// cache needs the stat; the folder listing alone is cheap), so the stats are
+/// shared between threads too, and cache lookups run on the stats after.
 pub fn digest_tree(root: &Path, mut cache: Option<&mut StatCache>) -> io::Result<String> {
-    let mut entries = walk_tree(root)?;
+    let mut entries = Vec::new();
+    walk_dir(root, "", &mut entries)?;
+    stat_files_parallel(&mut entries)?;
     // Cache hits first; what is left is hashed in parallel.
     let mut misses: Vec<usize> = Vec::new();
     for (idx, entry) in entries.iter_mut().enumerate() {
-        if let TreeEntry::File { path, meta, digest, .. } = entry {
+        if let TreeEntry::File { path, meta: Some(meta), digest, .. } = entry {
             *digest = cache.as_deref_mut().and_then(|cache| cache.lookup(path, meta));
             if digest.is_none() {
                 misses.push(idx);
@@ -94,7 +100,7 @@ pub fn digest_tree(root: &Path, mut cache: Option<&mut StatCache>) -> io::Result
     let started_ns = crate::store::statcache::now_ns();
     let hashed = hash_files_parallel(&entries, &misses)?;
     for (idx, raw) in misses.iter().zip(hashed) {
-        if let TreeEntry::File { path, meta, digest, .. } = &mut entries[*idx] {
+        if let TreeEntry::File { path, meta: Some(meta), digest, .. } = &mut entries[*idx] {
             if let Some(cache) = cache.as_deref_mut() {
                 cache.insert(path, meta, started_ns, raw);
             }
@@ -120,7 +126,7 @@ pub fn digest_tree(root: &Path, mut cache: Option<&mut StatCache>) -> io::Result
                 line.push(0);
             }
             TreeEntry::File { rel, meta, digest, .. } => {
-                let exec = meta.permissions().mode() & 0o111 != 0;
+                let exec = meta.as_ref().is_some_and(|meta| meta.permissions().mode() & 0o111 != 0);
                 line.extend_from_slice(b"f ");
                 line.extend_from_slice(rel.as_bytes());
                 line.push(0);
@@ -140,28 +146,64 @@ pub fn digest_tree(root: &Path, mut cache: Option<&mut StatCache>) -> io::Result
     Ok(format_digest(&hasher.finalize().into()))
 }
 
-/// The tree under `root` in sorted path order, without `root` itself.
-fn walk_tree(root: &Path) -> io::Result<Vec<TreeEntry>> {
-    let mut entries = Vec::new();
-    let walker = walkdir::WalkDir::new(root).sort_by_file_name().follow_links(false);
-    for entry in walker {
-        let entry = entry.map_err(io::Error::other)?;
-        if entry.depth() == 0 {
-            continue;
-        }
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_string_lossy().into_owned();
-        let file_type = entry.file_type();
-        if file_type.is_dir() {
-            entries.push(TreeEntry::Dir { rel });
-        } else if file_type.is_symlink() {
-            let target = std::fs::read_link(entry.path())?.to_string_lossy().into_owned();
-            entries.push(TreeEntry::Symlink { rel, target });
+/// Appends the tree under `dir` (relative path `rel`) in sorted path order,
+/// depth first, as `walkdir` with `sort_by_file_name` would; files are not
+/// stat'ed yet (the listing's file types need no syscall).
+fn walk_dir(dir: &Path, rel: &str, entries: &mut Vec<TreeEntry>) -> io::Result<()> {
+    let mut children: Vec<std::fs::DirEntry> =
+        std::fs::read_dir(dir).map_err(|err| with_path(err, dir))?.collect::<io::Result<_>>()?;
+    children.sort_by_key(|child| child.file_name());
+    for child in children {
+        let name = child.file_name();
+        let child_rel = if rel.is_empty() {
+            name.to_string_lossy().into_owned()
         } else {
-            let meta = entry.metadata().map_err(io::Error::other)?;
-            entries.push(TreeEntry::File { rel, path: entry.into_path(), meta, digest: None });
+            format!("{rel}/{}", name.to_string_lossy())
+        };
+        let path = child.path();
+        let file_type = child.file_type().map_err(|err| with_path(err, &path))?;
+        if file_type.is_dir() {
+            entries.push(TreeEntry::Dir { rel: child_rel.clone() });
+            walk_dir(&path, &child_rel, entries)?;
+        } else if file_type.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|err| with_path(err, &path))?;
+            entries.push(TreeEntry::Symlink { rel: child_rel, target: target.to_string_lossy().into_owned() });
+        } else {
+            entries.push(TreeEntry::File { rel: child_rel, path, meta: None, digest: None });
         }
     }
-    Ok(entries)
+    Ok(())
+}
+
+/// `lstat`s every file entry, on a few threads when there are many.
+fn stat_files_parallel(entries: &mut [TreeEntry]) -> io::Result<()> {
+    let stat_all = |part: &mut [TreeEntry]| -> io::Result<()> {
+        for entry in part {
+            if let TreeEntry::File { path, meta, .. } = entry {
+                *meta = Some(std::fs::symlink_metadata(&*path).map_err(|err| with_path(err, path))?);
+            }
+        }
+        Ok(())
+    };
+    let n_threads = hash_threads();
+    if n_threads < 2 || entries.len() < 512 {
+        return stat_all(entries);
+    }
+    let chunk = entries.len().div_ceil(n_threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = entries.chunks_mut(chunk).map(|part| scope.spawn(move || stat_all(part))).collect();
+        workers
+            .into_iter()
+            .try_for_each(|worker| worker.join().unwrap_or_else(|_| Err(io::Error::other("a stat thread panicked"))))
+    })
+}
+
+fn hash_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_HASH_THREADS)
+}
+
+fn with_path(err: io::Error, path: &Path) -> io::Error {
+    io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
 
 /// Hashes the files at `entries[idx]` for each `idx` of `wanted`, on up to
@@ -174,11 +216,11 @@ fn hash_files_parallel(entries: &[TreeEntry], wanted: &[usize]) -> io::Result<Ve
     let bytes: u64 = wanted
         .iter()
         .map(|idx| match &entries[*idx] {
-            TreeEntry::File { meta, .. } => meta.len(),
+            TreeEntry::File { meta: Some(meta), .. } => meta.len(),
             _ => 0,
         })
         .sum();
-    let n_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_HASH_THREADS);
+    let n_threads = hash_threads();
     // Threads pay off only when there is real work to share.
     if n_threads < 2 || wanted.len() < 2 || bytes < 4 * 1024 * 1024 {
         return wanted.iter().map(|idx| digest_file_raw(path_of(*idx))).collect();

@@ -39,6 +39,9 @@ enum Command {
         #[arg(long)]
         parent: bool,
     },
+    /// Measure and write JSON under bench/results/.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -117,6 +120,7 @@ fn main() {
             (name, None) => cli::image::compose(global, name, *parent),
         },
         Command::Test { args } => cli::test_cmd::run(args),
+        Command::Bench(bench) => cli::bench::run(global, bench),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

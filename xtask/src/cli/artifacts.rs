@@ -34,9 +34,10 @@ pub fn gc(global: &Global) -> anyhow::Result<()> {
         println!("removed {removed}");
     }
     println!(
-        "kept {}, removed {}, freed {:.1} MiB",
+        "kept {}, removed {} (and {} quarantined), freed {:.1} MiB",
         report.kept,
         report.removed.len(),
+        report.n_quarantine_removed,
         report.bytes_freed as f64 / 1048576.0
     );
     Ok(())
@@ -46,8 +47,12 @@ pub fn verify(global: &Global) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     let lock = session.store.lock(global.lock_wait())?;
     let report = session.store.verify(&lock);
-    for key in &report.corrupt {
-        println!("corrupt: {key} (moved to quarantine; the next `lab up` rebuilds it)");
+    for entry in &report.corrupt {
+        let stage = entry.stage.as_deref().unwrap_or("unknown stage");
+        println!("corrupt: {stage} {}: {}", &entry.key[..12], entry.problem);
+        if let Some(to) = &entry.quarantined_to {
+            println!("  moved to {} (the next `lab up` rebuilds it)", to.display());
+        }
     }
     println!("checked {}, corrupt {}", report.checked, report.corrupt.len());
     if !report.corrupt.is_empty() {

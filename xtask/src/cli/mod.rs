@@ -2,6 +2,7 @@
 //! same way (`Session`) and then does one thing.
 
 pub mod artifacts;
+pub mod bench;
 pub mod container;
 pub mod image;
 pub mod lab_cmd;
@@ -17,6 +18,9 @@ use crate::{
     lab::{self, Lab},
     store::{LockWait, StatCache, Store},
 };
+
+/// `EDGELAB_STAT_CACHE=off` hashes every input as if the stat cache were empty.
+pub const STAT_CACHE_ENV: &str = "EDGELAB_STAT_CACHE";
 
 /// Options every command shares.
 #[derive(Debug, Clone, clap::Args)]
@@ -87,9 +91,13 @@ impl Session {
         Ok(Session { lab, graph, store })
     }
 
-    /// Digests and tool identities for the whole graph, through the stat cache.
+    /// Digests and tool identities for the whole graph, through the stat
+    /// cache (unless `EDGELAB_STAT_CACHE=off`, for benchmarks and doubt).
     pub fn facts(&self) -> anyhow::Result<Facts> {
-        let mut cache = self.store.load_stat_cache();
+        let mut cache = match std::env::var(STAT_CACHE_ENV).as_deref() {
+            Ok("off") => StatCache::disabled(),
+            _ => self.store.load_stat_cache(),
+        };
         let (facts, _stats) = crate::facts::gather(&self.graph, &self.store, &mut cache)?;
         self.store.save_stat_cache(&cache);
         Ok(facts)

@@ -42,5 +42,9 @@ fn write_normalised(ctx: &StageCtx, parsed: &Blueprint) -> anyhow::Result<()> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(parsed)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     let toml_path = ctx.out.join("blueprint.toml");
-    std::fs::write(&toml_path, parsed.to_toml()).with_context(|| format!("writing {}", toml_path.display()))
+    std::fs::write(&toml_path, parsed.to_toml()).with_context(|| format!("writing {}", toml_path.display()))?;
+    // The package names alone, one per line, for composers that install a list.
+    let names: String = parsed.packages.iter().map(|package| format!("{}\n", package.name)).collect();
+    let list_path = ctx.out.join("packages.txt");
+    std::fs::write(&list_path, names).with_context(|| format!("writing {}", list_path.display()))
 }

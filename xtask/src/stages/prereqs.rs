@@ -29,6 +29,7 @@ pub fn required_programs(lab: &Lab) -> BTreeSet<&'static str> {
         }
     }
     match lab.backends.for_guests() {
+        _ if lab.guests.is_empty() => {}
         Backend::Rhel => {
             programs.extend(["virt-install", "virsh", "xorriso", "mcopy"]);
         }

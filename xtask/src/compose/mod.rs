@@ -6,6 +6,9 @@
 //! mmdebstrap and ostree (local world). The `compose` stage (stages/compose.rs)
 //! picks one by the stage's resolved backend.
 
+pub mod local;
+pub mod tarball;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,10 @@
 
 pub mod apt;
 pub mod cargo;
+pub mod chroot;
 pub mod graphviz;
+pub mod mmdebstrap;
+pub mod ostree;
 pub mod packages;
 
 use std::{

@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -47,8 +48,20 @@ struct Args {
     header_timeout: Duration,
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // Errors are printed here, not returned from `main`, so a person sees one
+    // line and no backtrace even when RUST_BACKTRACE is set.
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edgelab-serve: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
     match edgelab_host::raise_open_file_limit() {
         Ok(open_file_limit) if (open_file_limit as usize) < args.max_connections + 64 => {
             eprintln!(

@@ -26,6 +26,9 @@ enum Command {
     /// The store under artifacts/.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Composed images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -56,6 +59,12 @@ enum LabCommand {
 }
 
 #[derive(Subcommand)]
+enum ImageCommand {
+    /// Packages added and removed between two images, from their commits.
+    Diff { old: String, new: String },
+}
+
+#[derive(Subcommand)]
 enum ArtifactsCommand {
     /// List the artifacts in the store.
     Ls,
@@ -81,6 +90,7 @@ fn main() {
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),
         Command::Artifacts(ArtifactsCommand::Verify) => cli::artifacts::verify(global),
+        Command::Image(ImageCommand::Diff { old, new }) => cli::image_diff::diff(global, old, new),
         Command::Test { args } => cli::test_cmd::run(args),
     };
     if let Err(err) = result {

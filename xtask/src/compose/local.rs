@@ -322,10 +322,12 @@ fn compose(
     let build_repo = Repo::init(composer.build_repo(), RepoMode::Bare)?;
     let work_root = composer.cache_dir.join("work");
     fs::create_dir_all(&work_root).with_context(|| format!("creating {}", work_root.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(&format!("{}.", request.image))
-        .tempdir_in(&work_root)
-        .with_context(|| format!("creating a work folder in {}", work_root.display()))?;
+    let work = WorkDir(Some(
+        tempfile::Builder::new()
+            .prefix(&format!("{}.", request.image))
+            .tempdir_in(&work_root)
+            .with_context(|| format!("creating a work folder in {}", work_root.display()))?,
+    ));
 
     let (base, built) = find_or_build_base(composer, &build_repo, &wanted, work.path(), progress)?;
     notes.base_key = base.key.clone();
@@ -1034,6 +1036,35 @@ fn lock_cache(cache_dir: &Path) -> anyhow::Result<fs::File> {
         .with_context(|| format!("opening {}", path.display()))?;
     file.lock().with_context(|| format!("locking {}", path.display()))?;
     Ok(file)
+}
+
+/// A work folder removed when dropped, unless something is still mounted
+/// inside it: deleting through a leftover bind mount of /dev or the apt
+/// cache would delete the host's files.
+struct WorkDir(Option<tempfile::TempDir>);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map(|dir| dir.path()).unwrap_or(Path::new("/nonexistent"))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let Some(dir) = self.0.take() else { return };
+        if mounted_under(dir.path()) {
+            let kept = dir.keep();
+            eprintln!("warning: leaving {} in place: something is still mounted inside it", kept.display());
+        }
+    }
+}
+
+/// Whether any mount point lies inside `dir` (from /proc/self/mountinfo).
+fn mounted_under(dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    text.lines().filter_map(|line| line.split(' ').nth(4)).any(|point| Path::new(point).starts_with(dir))
 }
 
 /// Step timings for the notes file.

@@ -8,6 +8,7 @@
 
 pub mod blueprint;
 pub mod prereqs;
+pub mod repo;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -67,9 +68,7 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
         StageKind::Compose => {
             Err("composes through osbuild-composer's Weldr API (issue: blueprints and composes)".into())
         }
-        StageKind::Repo => {
-            Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
-        }
+        StageKind::Repo => Ok(()),
         StageKind::Kickstart => Err("kickstart rendering (issue: the kickstart and the remastered boot ISO)".into()),
         StageKind::Iso => Err("ISO remastering (issue: the kickstart and the remastered boot ISO)".into()),
         StageKind::Install => {
@@ -83,6 +82,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
+        StageKind::Repo => repo::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

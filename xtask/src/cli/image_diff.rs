@@ -103,6 +103,7 @@ fn composed_tarball(session: &Session, image: &str) -> anyhow::Result<PathBuf> {
         .extra
         .get("tarball")
         .and_then(Value::as_str)
+        .filter(|name| !name.contains('/') && *name != "..")
         .map(str::to_string)
         .unwrap_or_else(|| format!("{image}-commit.tar"));
     let tarball = out.join(name);

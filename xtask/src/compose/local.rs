@@ -131,6 +131,8 @@ impl LocalComposer {
     /// A composer keeping its caches (downloaded packages, base rootfs, the
     /// bare build repo) under `cache_dir`, e.g. the store's `run/composer`.
     pub fn new(cache_dir: PathBuf) -> LocalComposer {
+        // Bind mounts and hooks need an absolute path.
+        let cache_dir = std::path::absolute(&cache_dir).unwrap_or(cache_dir);
         LocalComposer { cache_dir, suite: "bookworm".into(), mirrors: Vec::new() }
     }
 
@@ -533,29 +535,30 @@ fn checkout_base(build_repo: &Repo, base: &Base, tree: &Path) -> anyhow::Result<
 /// apt-get inside the tree, with the base's package lists and the shared
 /// `.deb` cache bind-mounted in, so a cached package downloads nothing.
 fn install_extra_packages(composer: &LocalComposer, base: &Base, tree: &Path, extras: &[String]) -> anyhow::Result<()> {
-    let chroot = Chroot::new(tree);
     let lists = composer.bases_dir().join(format!("{}.lists", base.key));
+    let chroot = Chroot::new(tree)
+        .with_api_filesystems()
+        .with_bind(composer.apt_cache(), "/var/cache/apt/archives")
+        .with_bind(&lists, "/var/lib/apt/lists");
     let resolv = tree.join("etc/resolv.conf");
     let resolv_before = fs::symlink_metadata(&resolv).is_ok();
     if !resolv_before {
         // Only for packages not in the cache; removed again below.
         fs::copy("/etc/resolv.conf", &resolv).ok();
     }
-    let result = (|| {
-        let mut mounts = chroot.mount_api_filesystems()?;
-        chroot.bind(&mut mounts, &composer.apt_cache(), "/var/cache/apt/archives")?;
-        chroot.bind(&mut mounts, &lists, "/var/lib/apt/lists")?;
-        chroot
-            .run("apt-get", ["install", "-y", "-q", "--no-install-recommends", "-o", "Acquire::Retries=1"].into_iter().chain(extras.iter().map(String::as_str)))
-            .map_err(explain_apt_failure)
-            .with_context(|| format!("installing {} into the base", extras.join(", ")))?;
-        drop(mounts);
-        Ok(())
-    })();
+    let result = chroot
+        .run(
+            "apt-get",
+            ["install", "-y", "-q", "--no-install-recommends", "-o", "Acquire::Retries=1"]
+                .into_iter()
+                .chain(extras.iter().map(String::as_str)),
+        )
+        .map_err(explain_apt_failure)
+        .with_context(|| format!("installing {} into the base", extras.join(", ")));
     if !resolv_before {
         fs::remove_file(&resolv).ok();
     }
-    result
+    result.map(drop)
 }
 
 fn explain_apt_failure(err: anyhow::Error) -> anyhow::Error {
@@ -587,8 +590,7 @@ fn kernel_version(root: &Path) -> anyhow::Result<String> {
 /// A small uncompressed initramfs (it unpacks in 0.3 s instead of 8 s
 /// under TCG), replacing the big host-only one the kernel package built.
 fn build_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
-    let chroot = Chroot::new(root);
-    let _mounts = chroot.mount_api_filesystems()?;
+    let chroot = Chroot::new(root).with_api_filesystems();
     let target = format!("/boot/initramfs-{kernel}.img");
     chroot
         .run(
@@ -831,6 +833,14 @@ fn add_authorized_key(chroot: &Chroot, user: &str, key: &str) -> anyhow::Result<
 
 fn enable_service(chroot: &Chroot, name: &str, verb: &str) -> anyhow::Result<()> {
     let unit = if name.contains('.') { name.to_string() } else { format!("{name}.service") };
+    // An alias (Debian's sshd.service -> ssh.service) cannot be enabled by
+    // its alias name: enable the unit it names.
+    let unit = ["etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"]
+        .iter()
+        .filter_map(|dir| fs::read_link(chroot.root.join(dir).join(&unit)).ok())
+        .filter_map(|target| target.file_name().map(|name| name.to_string_lossy().into_owned()))
+        .find(|target| target.contains('.') && *target != unit)
+        .unwrap_or(unit);
     chroot
         .run("systemctl", [verb, unit.as_str()])
         .with_context(|| format!("customizations.services: systemctl {verb} {unit} (is its package installed?)"))?;

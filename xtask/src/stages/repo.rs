@@ -37,7 +37,15 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     for image in &order {
         ctx.progress.note(&format!("adding image {image}"));
         let input = &ctx.inputs[&format!("image {image}")];
-        let (ostree_ref, commit) = add_image(&repo, image, &input.out, &unpack_root.join(image))
+        // The compose stage records the tarball's name (composer names it by
+        // compose UUID); the local composer's is `<image>-commit.tar`.
+        let tarball_name = match input.extra.get("tarball").and_then(Value::as_str) {
+            Some(name) if !name.contains('/') && name != ".." => name.to_string(),
+            Some(name) => bail!("image `{image}`: the tarball name `{name}` is not a plain file name"),
+            None => format!("{image}-commit.tar"),
+        };
+        let tarball_path = input.out.join(&tarball_name);
+        let (ostree_ref, commit) = add_image(&repo, &tarball_path, &unpack_root.join(image))
             .with_context(|| format!("adding image `{image}` to the served repo"))?;
         if is_commit_id(&input.output_digest) && input.output_digest != commit {
             bail!("image `{image}`: its tarball holds commit {commit}, but the compose produced {}", input.output_digest);
@@ -85,10 +93,9 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     })
 }
 
-/// Extracts `<image>-commit.tar` from the compose's `out/` and pulls its
-/// commit into `repo`, moving the tarball's ref to it. Returns (ref, commit).
-fn add_image(repo: &Repo, image: &str, compose_out: &Path, unpack: &Path) -> anyhow::Result<(String, String)> {
-    let tarball_path = compose_out.join(format!("{image}-commit.tar"));
+/// Extracts a compose's tarball and pulls its commit into `repo`, moving
+/// the tarball's ref to it. Returns (ref, commit).
+fn add_image(repo: &Repo, tarball_path: &Path, unpack: &Path) -> anyhow::Result<(String, String)> {
     if !tarball_path.is_file() {
         bail!("{} is missing: the compose stage left no commit tarball", tarball_path.display());
     }

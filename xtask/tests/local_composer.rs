@@ -31,7 +31,13 @@ use edgelab::{
 };
 use serde_json::{Value, json};
 
-const CACHE: &str = "/var/tmp/edgelab-test-cache/composer";
+/// The composer's cache; `EDGELAB_COMPOSER_CACHE` points elsewhere (an
+/// empty folder measures a cold compose).
+fn cache() -> PathBuf {
+    std::env::var_os("EDGELAB_COMPOSER_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/edgelab-test-cache/composer"))
+}
 const REF: &str = "rhel/8/x86_64/edge";
 
 /// The RFE blueprint of the demo as the compose stage hands it over.
@@ -98,7 +104,7 @@ fn composed() -> &'static Composed {
     COMPOSED.get_or_init(|| {
         require_tools();
         let dir = tempfile::Builder::new().prefix("edgelab-composer-").tempdir().unwrap().keep();
-        let composer = LocalComposer::new(PathBuf::from(CACHE));
+        let composer = LocalComposer::new(cache());
         let progress = Progress::new(false);
         let v1_out = dir.join("v1");
         let v2_out = dir.join("v2");
@@ -164,9 +170,10 @@ fn v1_and_v2_compose_serve_and_deploy() {
     let group = v2_repo.cat(&v1.commit, "/usr/etc/group").unwrap();
     assert!(group.lines().any(|line| line.starts_with("wheel:") && line.ends_with("core")), "{group}");
     assert_eq!(v2_repo.cat(&v1.commit, "/usr/etc/edgelab/firewall-ports").unwrap().lines().last(), Some("8080:tcp"));
-    assert!(v2_repo.path_exists(&v1.commit, "/usr/etc/systemd/system/multi-user.target.wants/keepalived.service").unwrap());
-    let notes: Value =
-        serde_json::from_slice(&std::fs::read(composed.v1_out.join("v1-local.json")).unwrap()).unwrap();
+    assert!(
+        v2_repo.path_exists(&v1.commit, "/usr/etc/systemd/system/multi-user.target.wants/keepalived.service").unwrap()
+    );
+    let notes: Value = serde_json::from_slice(&std::fs::read(composed.v1_out.join("v1-local.json")).unwrap()).unwrap();
     assert_eq!(notes["packages"]["dropped"][0][0], json!("setroubleshoot-server"), "{notes}");
 
     // The served repo: both images, a small static delta, the summary.
@@ -236,7 +243,7 @@ fn second_compose_is_cheap_and_unchanged_inputs_compose_nothing() {
     // recomposed on v1's cached base, quickly, while v1 is not touched.
     let out = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let composer = LocalComposer::new(PathBuf::from(CACHE));
+    let composer = LocalComposer::new(cache());
     let v2b = composer
         .compose(
             &request("v2", blueprint("0.0.3", &["strace", "less"]), Some(&composed.v1.commit)),
@@ -254,7 +261,7 @@ fn second_compose_is_cheap_and_unchanged_inputs_compose_nothing() {
 fn unknown_package_names_the_package() {
     let composed = composed();
     let out = tempfile::tempdir().unwrap();
-    let composer = LocalComposer::new(PathBuf::from(CACHE));
+    let composer = LocalComposer::new(cache());
     let err = composer
         .compose(
             &request("v9", blueprint("0.0.9", &["edgelab-no-such-package"]), Some(&composed.v1.commit)),
@@ -285,7 +292,7 @@ fn full_disk_leaves_nothing_behind() {
     let composed = composed();
     let mount_point = tempfile::tempdir().unwrap();
     Cmd::new("mount").args(["-t", "tmpfs", "-o", "size=20m", "tmpfs"]).arg(mount_point.path()).run().unwrap();
-    let composer = LocalComposer::new(PathBuf::from(CACHE));
+    let composer = LocalComposer::new(cache());
     let result = composer.compose(
         &request("v2", blueprint("0.0.2", &["strace"]), Some(&composed.v1.commit)),
         mount_point.path(),
@@ -417,8 +424,7 @@ fn dir_size(dir: &Path) -> (u64, u64) {
 fn write_bench(composed: &Composed, repo_bytes: u64, delta_bytes: u64, n_objects: u64) {
     static WRITE: Mutex<()> = Mutex::new(());
     let _guard = WRITE.lock().unwrap_or_else(|it| it.into_inner());
-    let notes: Value =
-        serde_json::from_slice(&std::fs::read(composed.v1_out.join("v1-local.json")).unwrap()).unwrap();
+    let notes: Value = serde_json::from_slice(&std::fs::read(composed.v1_out.join("v1-local.json")).unwrap()).unwrap();
     let bench = json!({
         "v1_compose_secs": composed.v1_secs,
         "v1_base_built_in_this_run": notes["base_built"],

@@ -72,7 +72,8 @@ pub const GUEST_PACKAGES: &[&str] = &[
 
 /// The dracut modules and drivers of the guest's initramfs: enough to find
 /// a virtio disk and hand over to the OSTree deployment, nothing more.
-const DRACUT_MODULES: &str = "systemd systemd-initrd dracut-systemd base fs-lib rootfs-block udev-rules ostree kernel-modules";
+const DRACUT_MODULES: &str =
+    "systemd systemd-initrd dracut-systemd base fs-lib rootfs-block udev-rules ostree kernel-modules";
 const DRACUT_DRIVERS: &str = "virtio_pci virtio_blk virtio_net";
 
 /// Bump when the base recipe changes what a base holds.
@@ -324,6 +325,7 @@ fn compose(
     let build_repo = Repo::init(composer.build_repo(), RepoMode::Bare)?;
     let work_root = composer.cache_dir.join("work");
     fs::create_dir_all(&work_root).with_context(|| format!("creating {}", work_root.display()))?;
+    empty_trash(&work_root);
     let work = WorkDir(Some(
         tempfile::Builder::new()
             .prefix(&format!("{}.", request.image))
@@ -375,18 +377,16 @@ fn compose(
     })?;
     let commit = stats.commit.clone();
     clock.lap(&mut notes, "commit");
-    // The tree is hardlinked into the build repo: drop it before anything
-    // else can touch it.
-    drop(fs::remove_dir_all(&tree));
 
     progress.note("packing the commit tarball");
     let archive = Repo::init(composer.archive_repo(), RepoMode::Archive)?;
     let depth = if request.parent_commit.is_some() { Depth::Parents(1) } else { Depth::Tip };
     archive.pull_local(&build_repo.path, &[&commit], depth)?;
+    clock.lap(&mut notes, "archive repo (new objects compressed)");
     let staging = Repo::init(work.path().join("repo"), RepoMode::Archive)?;
     staging.pull_local(&archive.path, &[&commit], depth)?;
     staging.set_ref(&request.ostree_ref, &commit)?;
-    clock.lap(&mut notes, "archive repo");
+    clock.lap(&mut notes, "staging repo (hardlinks)");
 
     let compose_json = json!({
         "ref": request.ostree_ref,
@@ -412,14 +412,7 @@ fn compose(
         .with_context(|| format!("hashing {}", tarball_path.display()))?
         .trim_start_matches("sha256:")
         .to_string();
-    Ok(ComposeResult {
-        tarball: tarball_path,
-        commit,
-        tarball_sha256,
-        compose_json,
-        backend_id: base.key,
-        packages,
-    })
+    Ok(ComposeResult { tarball: tarball_path, commit, tarball_sha256, compose_json, backend_id: base.key, packages })
 }
 
 /// The cached base for exactly `wanted`, else the largest cached base whose
@@ -436,9 +429,8 @@ fn find_or_build_base(
     let mmdebstrap_version = mmdebstrap::version()?;
     let key = base_key(&composer.suite, &mirrors, &mmdebstrap_version, wanted);
     let bases = cached_bases(composer, build_repo);
-    let compatible = |base: &&Base| {
-        base.suite == composer.suite && base.mirrors == mirrors && base.mmdebstrap == mmdebstrap_version
-    };
+    let compatible =
+        |base: &&Base| base.suite == composer.suite && base.mirrors == mirrors && base.mmdebstrap == mmdebstrap_version;
     if let Some(base) = bases.iter().filter(compatible).find(|base| base.key == key) {
         return Ok((base.clone(), false));
     }
@@ -647,7 +639,8 @@ pub fn dpkg_status_packages(text: &str) -> Vec<(String, String)> {
             && status.ends_with(" installed")
         {
             let arch = field("Architecture").unwrap_or_default();
-            let name = if arch.is_empty() || arch == "all" || arch == "amd64" { name } else { format!("{name}:{arch}") };
+            let name =
+                if arch.is_empty() || arch == "all" || arch == "amd64" { name } else { format!("{name}:{arch}") };
             packages.push((name, version));
         }
     }
@@ -877,7 +870,11 @@ fn reshape_for_ostree(root: &Path, kernel: &str) -> anyhow::Result<()> {
     }
 
     write_replacing(&root.join("etc/machine-id"), b"", 0o444)?;
-    write_replacing(&root.join("etc/fstab"), b"# The root is mounted by the initramfs from the ostree= argument.\n", 0o644)?;
+    write_replacing(
+        &root.join("etc/fstab"),
+        b"# The root is mounted by the initramfs from the ostree= argument.\n",
+        0o644,
+    )?;
     rename(&root.join("etc"), &root.join("usr/etc"))?;
 
     let factory = root.join("usr/share/factory");
@@ -1062,10 +1059,33 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let Some(dir) = self.0.take() else { return };
-        if mounted_under(dir.path()) {
-            let kept = dir.keep();
-            eprintln!("warning: leaving {} in place: something is still mounted inside it", kept.display());
+        let path = dir.keep();
+        if mounted_under(&path) {
+            eprintln!("warning: leaving {} in place: something is still mounted inside it", path.display());
+            return;
         }
+        // Deleting a rootfs (tens of thousands of files) takes seconds: move
+        // it to the trash and delete it off the compose's critical path. What
+        // a finished process leaves there, the next compose deletes.
+        let trash = path.parent().map(|work| work.join("trash")).unwrap_or_else(|| path.clone());
+        let target = trash.join(path.file_name().unwrap_or_default());
+        let doomed = match fs::create_dir_all(&trash).and_then(|()| fs::rename(&path, &target)) {
+            Ok(()) => target,
+            Err(_) => path,
+        };
+        std::thread::spawn(move || fs::remove_dir_all(doomed));
+    }
+}
+
+/// Deletes what earlier composes left in the trash, in the background.
+fn empty_trash(work_root: &Path) {
+    let trash = work_root.join("trash");
+    if mounted_under(&trash) {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(&trash) {
+        let doomed: Vec<PathBuf> = entries.filter_map(Result::ok).map(|entry| entry.path()).collect();
+        std::thread::spawn(move || doomed.iter().for_each(|path| drop(fs::remove_dir_all(path))));
     }
 }
 

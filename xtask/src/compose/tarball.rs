@@ -42,7 +42,11 @@ pub fn extract(tarball: &Path, dest: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("{}: refusing entry {}", tarball.display(), path.display()))?;
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir()) {
-            bail!("{}: refusing entry {}: only files and folders are allowed (no links or devices), not {kind:?}", tarball.display(), path.display());
+            bail!(
+                "{}: refusing entry {}: only files and folders are allowed (no links or devices), not {kind:?}",
+                tarball.display(),
+                path.display()
+            );
         }
         // Every folder on the way must be a real folder we made, never a link.
         let mut parent = dest.to_path_buf();
@@ -145,10 +149,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(out.join("repo/config")).unwrap(), "[core]\n");
     }
 
+    type BuildTarball = Box<dyn FnOnce(&mut tar::Builder<File>)>;
+
     #[test]
     fn refuses_escapes() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut tar::Builder<File>)>)> = vec![
+        let cases: Vec<(&str, BuildTarball)> = vec![
             ("..", Box::new(|b| raw_file(b, "../escaped", b"x"))),
             ("absolute", Box::new(|b| raw_file(b, "/tmp/escaped", b"x"))),
             (

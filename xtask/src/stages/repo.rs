@@ -48,7 +48,10 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         let (ostree_ref, commit) = add_image(&repo, &tarball_path, &unpack_root.join(image))
             .with_context(|| format!("adding image `{image}` to the served repo"))?;
         if is_commit_id(&input.output_digest) && input.output_digest != commit {
-            bail!("image `{image}`: its tarball holds commit {commit}, but the compose produced {}", input.output_digest);
+            bail!(
+                "image `{image}`: its tarball holds commit {commit}, but the compose produced {}",
+                input.output_digest
+            );
         }
         commits.insert(image.clone(), (ostree_ref, commit));
     }
@@ -99,7 +102,7 @@ fn add_image(repo: &Repo, tarball_path: &Path, unpack: &Path) -> anyhow::Result<
     if !tarball_path.is_file() {
         bail!("{} is missing: the compose stage left no commit tarball", tarball_path.display());
     }
-    tarball::extract(&tarball_path, unpack)?;
+    tarball::extract(tarball_path, unpack)?;
     let compose = tarball::read_compose_json(unpack)?;
     let field = |name: &str| {
         compose
@@ -170,7 +173,8 @@ mod tests {
             ("v3".to_string(), Some("v2".to_string())),
         ]);
         assert_eq!(parents_first(&images, &parents).unwrap(), vec!["v1", "v2", "v3"]);
-        let cycle = BTreeMap::from([("a".to_string(), Some("b".to_string())), ("b".to_string(), Some("a".to_string()))]);
+        let cycle =
+            BTreeMap::from([("a".to_string(), Some("b".to_string())), ("b".to_string(), Some("a".to_string()))]);
         assert!(parents_first(&["a".into(), "b".into()], &cycle).is_err());
     }
 }

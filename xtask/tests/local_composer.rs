@@ -420,7 +420,7 @@ fn dir_size(dir: &Path) -> (u64, u64) {
     (files, bytes)
 }
 
-/// bench/results/local-composer.json: the numbers the issue asks for.
+/// bench/results/local-composer-{cold,warm}.json: the numbers the issue asks for.
 fn write_bench(composed: &Composed, repo_bytes: u64, delta_bytes: u64, n_objects: u64) {
     static WRITE: Mutex<()> = Mutex::new(());
     let _guard = WRITE.lock().unwrap_or_else(|it| it.into_inner());
@@ -437,6 +437,8 @@ fn write_bench(composed: &Composed, repo_bytes: u64, delta_bytes: u64, n_objects
     });
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("local-composer.json"), serde_json::to_vec_pretty(&bench).unwrap()).unwrap();
+    // A run that built the base measured a cold compose; keep it apart.
+    let name = if notes["base_built"] == json!(true) { "local-composer-cold.json" } else { "local-composer-warm.json" };
+    std::fs::write(dir.join(name), serde_json::to_vec_pretty(&bench).unwrap()).unwrap();
     eprintln!("{bench:#}");
 }

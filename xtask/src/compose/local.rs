@@ -188,7 +188,14 @@ impl ComposeBackend for LocalComposer {
     }
 
     fn compose(&self, request: &ComposeRequest, out: &Path, progress: &Progress) -> anyhow::Result<ComposeResult> {
-        compose(self, request, out, progress).with_context(|| format!("composing image `{}` locally", request.image))
+        let result = compose(self, request, out, progress);
+        if result.is_err() {
+            // Nothing half-written: a failed compose leaves `out` as it was.
+            for name in [format!("{}-commit.tar", request.image), format!("{}-local.json", request.image)] {
+                fs::remove_file(out.join(name)).ok();
+            }
+        }
+        result.with_context(|| format!("composing image `{}` locally", request.image))
     }
 }
 

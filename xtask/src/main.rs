@@ -29,12 +29,13 @@ enum Command {
     /// The lab's container apps.
     #[command(subcommand)]
     Container(ContainerCommand),
-    /// Compose an image (`image v2 --parent`), or show a compose (`image info v1`).
+    /// Compose an image (`image v2 --parent`), show one (`image info v1`), or
+    /// compare two (`image diff v1 v2`).
     Image {
-        /// The image to compose, or `info`.
+        /// The image to compose, or `info` or `diff`.
         name: String,
-        /// With `info`: the image to show.
-        image: Option<String>,
+        /// With `info`: the image to show; with `diff`: the two images.
+        images: Vec<String>,
         /// Compose on the parent's commit (the lab must give the image a parent).
         #[arg(long)]
         parent: bool,
@@ -114,10 +115,16 @@ fn main() {
         Command::Container(ContainerCommand::Promote { app, build, tag }) => {
             cli::container::promote(global, app, build, tag)
         }
-        Command::Image { name, image, parent } => match (name.as_str(), image) {
-            ("info", Some(image)) => cli::image::info(global, image),
-            (_, Some(extra)) => Err(anyhow::anyhow!("unexpected `{extra}`: say `image NAME` or `image info NAME`")),
-            (name, None) => cli::image::compose(global, name, *parent),
+        Command::Image { name, images, parent } => match (name.as_str(), images.as_slice()) {
+            ("info", [image]) => cli::image::info(global, image),
+            ("diff", [old, new]) => cli::image_diff::diff(global, old, new),
+            ("info", _) => Err(anyhow::anyhow!("say `image info NAME`")),
+            ("diff", _) => Err(anyhow::anyhow!("say `image diff OLD NEW`, e.g. `image diff v1 v2`")),
+            (name, []) => cli::image::compose(global, name, *parent),
+            (_, extra) => Err(anyhow::anyhow!(
+                "unexpected `{}`: say `image NAME [--parent]`, `image info NAME` or `image diff OLD NEW`",
+                extra.join(" ")
+            )),
         },
         Command::Test { args } => cli::test_cmd::run(args),
         Command::Bench(bench) => cli::bench::run(global, bench),

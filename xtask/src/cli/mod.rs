@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod container;
 pub mod image;
+pub mod image_diff;
 pub mod lab_cmd;
 pub mod test_cmd;
 

@@ -94,14 +94,16 @@ fn backend(ctx: &StageCtx) -> anyhow::Result<Box<dyn ComposeBackend>> {
             config.state_dir = Some(ctx.store.run_dir("weldr")?);
             Ok(Box::new(WeldrComposer { config }))
         }
-        Backend::Local => local_backend(),
+        Backend::Local => local_backend(ctx),
         Backend::Auto => bail!("stage `{}`: its backend is still `auto` (resolve backends first)", ctx.stage.id),
     }
 }
 
-/// The local world's composer (the local composer issue wires it here).
-fn local_backend() -> anyhow::Result<Box<dyn ComposeBackend>> {
-    bail!("local composer not built yet")
+/// The local world's composer; its package and base-rootfs caches live in
+/// the store's run state, so a second compose reuses them.
+fn local_backend(ctx: &StageCtx) -> anyhow::Result<Box<dyn ComposeBackend>> {
+    let cache = ctx.store.run_dir("composer")?;
+    Ok(Box::new(crate::compose::local::LocalComposer::new(cache)))
 }
 
 /// Extracts the edge-commit tarball beside itself (`compose.json`, `repo/`)
@@ -111,10 +113,8 @@ fn extract(tarball: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     if repo.is_dir() && out.join("compose.json").is_file() {
         return Ok(repo);
     }
-    let file = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    let mut archive = tar::Archive::new(file);
-    archive.set_preserve_permissions(true);
-    archive.unpack(out).with_context(|| format!("extracting {} into {}", tarball.display(), out.display()))?;
+    // Safe extraction: no absolute paths, `..` or links out of `out`.
+    crate::compose::tarball::extract(tarball, out)?;
     if !repo.is_dir() {
         bail!("{} has no repo/: not an edge-commit tarball", tarball.display());
     }

@@ -13,6 +13,7 @@ pub mod iso;
 pub mod kickstart;
 pub mod prereqs;
 pub mod push;
+pub mod repo;
 pub mod tag;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -21,7 +22,7 @@ use serde_json::Value;
 
 use crate::{
     graph::{Stage, StageKind},
-    lab::{Backend, Lab},
+    lab::Lab,
     progress::Progress,
     services::Service,
     store::Store,
@@ -62,17 +63,10 @@ pub struct StageOutput {
 /// Whether this build of edgelab can run `stage` in its resolved world;
 /// `Err` names the missing capability.
 pub fn capability(stage: &Stage) -> Result<(), String> {
-    let local = stage.backend != Backend::Rhel;
     match stage.id.kind {
         StageKind::Prereqs | StageKind::Blueprint | StageKind::Kickstart | StageKind::Iso => Ok(()),
         StageKind::Container | StageKind::Push | StageKind::Tag => Ok(()),
-        StageKind::Compose if local => {
-            Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
-        }
-        StageKind::Compose => Ok(()),
-        StageKind::Repo => {
-            Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
-        }
+        StageKind::Compose | StageKind::Repo => Ok(()),
         StageKind::Install => {
             Err("the local guest installer (issue: guests installed and booted from the graph)".into())
         }
@@ -90,6 +84,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         StageKind::Compose => compose::run(ctx),
         StageKind::Kickstart => kickstart::run(ctx),
         StageKind::Iso => iso::run(ctx),
+        StageKind::Repo => repo::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

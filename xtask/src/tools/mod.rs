@@ -12,6 +12,7 @@
 pub mod apt;
 pub mod bash;
 pub mod cargo;
+pub mod chroot;
 pub mod cowsay;
 pub mod docker_registry;
 pub mod figlet;
@@ -20,7 +21,9 @@ pub mod ip;
 pub mod isomd5;
 pub mod keepalived;
 pub mod ksvalidator;
+pub mod mmdebstrap;
 pub mod mtools;
+pub mod ostree;
 pub mod packages;
 pub mod pip;
 pub mod podman;

@@ -17,6 +17,8 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("qemu-img", "qemu-utils", "qemu-img", &["--version"]),
     ("keepalived", "keepalived", "keepalived", &["--version"]),
     ("mmdebstrap", "mmdebstrap", "-", &["--version"]),
+    ("chroot", "coreutils", "coreutils", &["--version"]),
+    ("unshare", "util-linux", "util-linux", &["--version"]),
     ("mkfs.ext4", "e2fsprogs", "e2fsprogs", &["-V"]),
     ("debugfs", "e2fsprogs", "e2fsprogs", &["-V"]),
     ("ip", "iproute2", "iproute", &["-V"]),

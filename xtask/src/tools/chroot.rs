@@ -1,0 +1,81 @@
+//! `chroot` into a root filesystem being composed: the guest's own apt-get,
+//! useradd, systemctl and dracut run there. Each command runs in a private
+//! mount namespace (`unshare --mount`) where /proc, /sys, /dev and any bind
+//! mounts are set up first: they vanish with the process, so nothing is
+//! ever left mounted inside a tree that is about to be deleted.
+
+use std::{ffi::OsStr, path::PathBuf, time::Duration};
+
+use super::{Cmd, Output};
+
+/// A root filesystem commands run inside.
+#[derive(Debug, Clone)]
+pub struct Chroot {
+    pub root: PathBuf,
+    /// Mount /proc, /sys and /dev (dracut and maintainer scripts need them).
+    pub api_filesystems: bool,
+    /// Host folder -> absolute path inside the root, bind-mounted.
+    pub binds: Vec<(PathBuf, String)>,
+}
+
+const LONG: Duration = Duration::from_secs(1800);
+
+/// Runs as `sh -c SCRIPT sh PROGRAM ARGS...`; paths come in through the
+/// environment so no quoting is needed.
+const SCRIPT: &str = r#"set -e
+if [ -n "$EDGELAB_API" ]; then
+  mount -t proc proc "$EDGELAB_ROOT/proc"
+  mount -t sysfs sysfs "$EDGELAB_ROOT/sys"
+  mount --bind /dev "$EDGELAB_ROOT/dev"
+fi
+i=0
+while [ "$i" -lt "$EDGELAB_N_BINDS" ]; do
+  eval "src=\$EDGELAB_BIND_SRC_$i dst=\$EDGELAB_BIND_DST_$i"
+  mkdir -p "$EDGELAB_ROOT$dst"
+  mount --bind "$src" "$EDGELAB_ROOT$dst"
+  i=$((i + 1))
+done
+exec chroot "$EDGELAB_ROOT" "$@"
+"#;
+
+impl Chroot {
+    /// A chroot without mounts (useradd, systemctl enable).
+    pub fn new(root: impl Into<PathBuf>) -> Chroot {
+        Chroot { root: root.into(), api_filesystems: false, binds: Vec::new() }
+    }
+
+    /// The same root with /proc, /sys and /dev mounted for each command.
+    pub fn with_api_filesystems(mut self) -> Chroot {
+        self.api_filesystems = true;
+        self
+    }
+
+    /// The same root with the host folder `source` bind-mounted at `inside`.
+    pub fn with_bind(mut self, source: impl Into<PathBuf>, inside: &str) -> Chroot {
+        self.binds.push((source.into(), inside.to_string()));
+        self
+    }
+
+    /// Runs `program args...` inside the root with a clean environment.
+    pub fn run<I, S>(&self, program: &str, args: I) -> anyhow::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        super::require("chroot")?;
+        super::require("unshare")?;
+        let mut cmd = Cmd::new("unshare")
+            .args(["--mount", "--propagation", "private", "--fork", "sh", "-c", SCRIPT, "sh", program])
+            .args(args)
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C.UTF-8")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("EDGELAB_ROOT", &self.root)
+            .env("EDGELAB_API", if self.api_filesystems { "1" } else { "" })
+            .env("EDGELAB_N_BINDS", self.binds.len().to_string());
+        for (idx, (source, inside)) in self.binds.iter().enumerate() {
+            cmd = cmd.env(format!("EDGELAB_BIND_SRC_{idx}"), source).env(format!("EDGELAB_BIND_DST_{idx}"), inside);
+        }
+        cmd.timeout(LONG).run()
+    }
+}

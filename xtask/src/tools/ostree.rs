@@ -1,0 +1,373 @@
+//! `ostree`: repositories, commits, checkouts, pulls between local repos,
+//! summaries, static deltas and sysroot deployment. The one place that knows
+//! ostree's flags; the local composer, the served repo and the installer use it.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+
+use super::Cmd;
+
+/// A repository's storage mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoMode {
+    /// Files stored as themselves: hardlink checkouts, fast commits.
+    Bare,
+    /// Compressed objects: what is served over HTTP.
+    Archive,
+}
+
+/// One OSTree repository on disk.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub path: PathBuf,
+}
+
+/// What `ostree commit` is asked to do.
+#[derive(Debug, Clone)]
+pub struct CommitRequest<'a> {
+    /// The ref the commit is made on (and bound to).
+    pub branch: &'a str,
+    pub tree: &'a Path,
+    pub parent: Option<&'a str>,
+    pub subject: &'a str,
+    /// Written as the `version` metadata key.
+    pub version: Option<&'a str>,
+    /// The tree holds a kernel and initramfs under usr/lib/modules.
+    pub bootable: bool,
+    /// The tree is a hardlinked checkout of this (bare) repo.
+    pub link_checkout_speedup: bool,
+    /// Move the tree's files into the repo instead of copying (the tree is
+    /// left unusable).
+    pub consume: bool,
+}
+
+/// What `ostree commit --table-output` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommitStats {
+    pub commit: String,
+    pub metadata_total: u64,
+    pub metadata_written: u64,
+    pub content_total: u64,
+    pub content_written: u64,
+    pub cache_hits: u64,
+    pub content_bytes_written: u64,
+}
+
+/// How much history `pull_local` brings along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The named commit only.
+    Tip,
+    /// The commit and this many ancestors.
+    Parents(u32),
+}
+
+const LONG: Duration = Duration::from_secs(3600);
+
+/// `ostree --version`'s `Version:` line, e.g. `2022.7`.
+pub fn version() -> anyhow::Result<String> {
+    let out = ostree().arg("--version").run()?;
+    Ok(out
+        .stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Version:"))
+        .map(|v| v.trim().trim_matches('\'').to_string())
+        .unwrap_or_default())
+}
+
+impl Repo {
+    pub fn at(path: impl Into<PathBuf>) -> Repo {
+        Repo { path: path.into() }
+    }
+
+    /// Creates the repo unless it already exists.
+    pub fn init(path: impl Into<PathBuf>, mode: RepoMode) -> anyhow::Result<Repo> {
+        let repo = Repo::at(path);
+        if repo.path.join("config").exists() {
+            return Ok(repo);
+        }
+        std::fs::create_dir_all(&repo.path).with_context(|| format!("creating {}", repo.path.display()))?;
+        let mode = match mode {
+            RepoMode::Bare => "bare",
+            RepoMode::Archive => "archive",
+        };
+        repo.cmd("init").arg(format!("--mode={mode}")).run()?;
+        Ok(repo)
+    }
+
+    /// Commits `request.tree`, returning the commit id and object counts.
+    pub fn commit(&self, request: &CommitRequest) -> anyhow::Result<CommitStats> {
+        let mut cmd = self
+            .cmd("commit")
+            .arg(format!("--branch={}", request.branch))
+            .arg(format!("--tree=dir={}", request.tree.display()))
+            .arg(format!("--subject={}", request.subject))
+            .arg("--table-output");
+        if let Some(parent) = request.parent {
+            cmd = cmd.arg(format!("--parent={parent}"));
+        }
+        if let Some(version) = request.version {
+            cmd = cmd.arg(format!("--add-metadata-string=version={version}"));
+        }
+        if request.bootable {
+            cmd = cmd.arg("--bootable");
+        }
+        if request.link_checkout_speedup {
+            cmd = cmd.arg("--link-checkout-speedup");
+        }
+        if request.consume {
+            cmd = cmd.arg("--consume");
+        }
+        let out = cmd.timeout(LONG).run()?;
+        parse_commit_table(&out.stdout)
+    }
+
+    /// Checks `rev` out as hardlinks into this (bare) repo's objects: files
+    /// must then be replaced, never written in place.
+    pub fn checkout_hardlinked(&self, rev: &str, dest: &Path) -> anyhow::Result<()> {
+        self.cmd("checkout").args(["-H", rev]).arg(dest).timeout(LONG).run()?;
+        Ok(())
+    }
+
+    /// Checks out one folder of `rev` as fresh copies, safe to edit in place.
+    pub fn checkout_copy(&self, rev: &str, subpath: &str, dest: &Path) -> anyhow::Result<()> {
+        self.cmd("checkout")
+            .arg("--force-copy")
+            .arg(format!("--subpath={subpath}"))
+            .arg(rev)
+            .arg(dest)
+            .timeout(LONG)
+            .run()?;
+        Ok(())
+    }
+
+    /// Pulls `revs` (refs or commit ids) from the repo at `source`.
+    pub fn pull_local(&self, source: &Path, revs: &[&str], depth: Depth) -> anyhow::Result<()> {
+        let mut cmd = self.cmd("pull-local");
+        if let Depth::Parents(n) = depth {
+            cmd = cmd.arg(format!("--depth={n}"));
+        }
+        cmd.arg(source).args(revs).timeout(LONG).run()?;
+        Ok(())
+    }
+
+    /// Points `name` at `commit`, creating or moving the ref.
+    pub fn set_ref(&self, name: &str, commit: &str) -> anyhow::Result<()> {
+        self.cmd("refs").arg("--force").arg(format!("--create={name}")).arg(commit).run()?;
+        Ok(())
+    }
+
+    /// The commit `rev` names, or None when the repo does not have it.
+    pub fn rev_parse(&self, rev: &str) -> anyhow::Result<Option<String>> {
+        let out = self.cmd("rev-parse").arg(rev).run_unchecked()?;
+        if out.status.success() {
+            return Ok(Some(out.stdout.trim().to_string()));
+        }
+        if out.stderr.contains("not found") || out.stderr.contains("No such") {
+            return Ok(None);
+        }
+        bail!("{}", super::failure_message(&self.cmd("rev-parse").arg(rev).display(), &out))
+    }
+
+    /// Whether the repo holds the commit object `commit`.
+    pub fn has_commit(&self, commit: &str) -> bool {
+        self.cmd("show").arg(commit).run().is_ok()
+    }
+
+    /// The parent of `commit`, when it has one.
+    pub fn parent_of(&self, commit: &str) -> anyhow::Result<Option<String>> {
+        self.rev_parse(&format!("{commit}^"))
+    }
+
+    /// `ostree log`: the commit and its ancestors present in the repo.
+    pub fn log(&self, rev: &str) -> anyhow::Result<String> {
+        Ok(self.cmd("log").arg(rev).run()?.stdout)
+    }
+
+    /// The commit's content checksum (the `ContentChecksum:` of `ostree show`).
+    pub fn content_checksum(&self, commit: &str) -> anyhow::Result<String> {
+        let out = self.cmd("show").arg(commit).run()?;
+        Ok(out
+            .stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("ContentChecksum:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default())
+    }
+
+    /// A file's bytes from a commit (`ostree cat`).
+    pub fn cat(&self, commit: &str, path: &str) -> anyhow::Result<String> {
+        Ok(self.cmd("cat").arg(commit).arg(path).timeout(LONG).run()?.stdout)
+    }
+
+    /// Whether `path` exists in `commit`.
+    pub fn path_exists(&self, commit: &str, path: &str) -> anyhow::Result<bool> {
+        let out = self.cmd("ls").arg(commit).arg(path).run_unchecked()?;
+        Ok(out.status.success())
+    }
+
+    /// Regenerates the summary file clients read refs from.
+    pub fn update_summary(&self) -> anyhow::Result<()> {
+        self.cmd("summary").arg("-u").timeout(LONG).run()?;
+        Ok(())
+    }
+
+    /// Generates the static delta `from` -> `to`.
+    pub fn generate_static_delta(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        self.cmd("static-delta")
+            .arg("generate")
+            .arg(format!("--from={from}"))
+            .arg(format!("--to={to}"))
+            .timeout(LONG)
+            .run()?;
+        Ok(())
+    }
+
+    /// The static deltas in the repo (`FROM-TO` names).
+    pub fn static_deltas(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.cmd("static-delta").arg("list").run()?;
+        let mut deltas: Vec<String> = out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("(No static deltas)"))
+            .map(str::to_string)
+            .collect();
+        deltas.sort();
+        Ok(deltas)
+    }
+
+    /// Every ref with its commit.
+    pub fn refs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let out = self.cmd("refs").run()?;
+        let mut refs = Vec::new();
+        for name in out.stdout.lines().map(str::trim).filter(|line| !line.is_empty()) {
+            if let Some(commit) = self.rev_parse(name)? {
+                refs.push((name.to_string(), commit));
+            }
+        }
+        refs.sort();
+        Ok(refs)
+    }
+
+    /// `ostree fsck`: every object rehashed against its name.
+    pub fn fsck(&self) -> anyhow::Result<()> {
+        self.cmd("fsck").timeout(LONG).run()?;
+        Ok(())
+    }
+
+    fn cmd(&self, verb: &str) -> Cmd {
+        ostree().arg(verb).arg(format!("--repo={}", self.path.display()))
+    }
+}
+
+/// A system root being prepared for deployment (`ostree admin`), such as a
+/// guest disk's contents before mkfs.
+#[derive(Debug, Clone)]
+pub struct Sysroot {
+    pub path: PathBuf,
+}
+
+impl Sysroot {
+    /// `ostree admin init-fs` + `os-init`: an empty sysroot for `os`.
+    pub fn init(path: impl Into<PathBuf>, os: &str) -> anyhow::Result<Sysroot> {
+        let sysroot = Sysroot { path: path.into() };
+        std::fs::create_dir_all(&sysroot.path).with_context(|| format!("creating {}", sysroot.path.display()))?;
+        ostree().args(["admin", "init-fs"]).arg(&sysroot.path).run()?;
+        ostree().args(["admin", "os-init"]).arg(sysroot.flag()).arg(os).run()?;
+        Ok(sysroot)
+    }
+
+    /// The sysroot's own repo (`ostree/repo`).
+    pub fn repo(&self) -> Repo {
+        Repo::at(self.path.join("ostree/repo"))
+    }
+
+    /// Adds a remote without GPG verification (the lab signs nothing).
+    pub fn add_remote(&self, name: &str, url: &str) -> anyhow::Result<()> {
+        ostree()
+            .args(["remote", "add", "--force", "--no-gpg-verify"])
+            .arg(format!("--repo={}", self.repo().path.display()))
+            .args([name, url])
+            .run()?;
+        Ok(())
+    }
+
+    /// Pulls `rev` (`REF`, or `REF@COMMIT` for an older commit) from `remote`.
+    pub fn pull(&self, remote: &str, rev: &str) -> anyhow::Result<()> {
+        ostree()
+            .arg("pull")
+            .arg(format!("--repo={}", self.repo().path.display()))
+            .args([remote, rev])
+            .timeout(LONG)
+            .run()?;
+        Ok(())
+    }
+
+    /// `ostree admin deploy`: a new deployment of `revision` for `os`.
+    pub fn deploy(&self, os: &str, revision: &str, kernel_args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = ostree().args(["admin", "deploy"]).arg(self.flag()).arg(format!("--os={os}"));
+        for karg in kernel_args {
+            cmd = cmd.arg(format!("--karg={karg}"));
+        }
+        cmd.arg(revision).timeout(LONG).run()?;
+        Ok(())
+    }
+
+    /// `ostree admin status`.
+    pub fn status(&self) -> anyhow::Result<String> {
+        Ok(ostree().args(["admin", "status"]).arg(self.flag()).run()?.stdout)
+    }
+
+    fn flag(&self) -> String {
+        format!("--sysroot={}", self.path.display())
+    }
+}
+
+fn ostree() -> Cmd {
+    Cmd::new("ostree")
+}
+
+fn parse_commit_table(text: &str) -> anyhow::Result<CommitStats> {
+    let mut stats = CommitStats::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        let number = || value.parse::<u64>().unwrap_or(0);
+        match key.trim() {
+            "Commit" => stats.commit = value.to_string(),
+            "Metadata Total" => stats.metadata_total = number(),
+            "Metadata Written" => stats.metadata_written = number(),
+            "Content Total" => stats.content_total = number(),
+            "Content Written" => stats.content_written = number(),
+            "Content Cache Hits" => stats.cache_hits = number(),
+            "Content Bytes Written" => stats.content_bytes_written = number(),
+            _ => {}
+        }
+    }
+    if stats.commit.len() != 64 {
+        bail!("ostree commit printed no commit id:\n{text}");
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commit_table() {
+        let stats = parse_commit_table(
+            "Commit: cba327dd38424752356f82a6382bf8d6555b3b4a9af7926549c663bf1515b9ba\nMetadata Total: 7\n\
+             Metadata Written: 5\nContent Total: 1\nContent Written: 1\nContent Cache Hits: 0\nContent Bytes Written: 3\n",
+        )
+        .unwrap();
+        assert_eq!(stats.metadata_total, 7);
+        assert_eq!(stats.content_bytes_written, 3);
+        assert!(parse_commit_table("error").is_err());
+    }
+}

@@ -401,9 +401,11 @@ pub fn build(lab: &Lab) -> Graph {
                     ("guest", json!(guest.name)),
                     ("image", json!(lab.kickstart.image)),
                     ("disk-gib", json!(guest.disk_gib)),
+                    ("memory-mib", json!(guest.memory_mib)),
                 ]),
-                files: BTreeMap::new(),
-                tools: vec!["ostree", "mkfs.ext4"],
+                // The local guest's greenboot runner and update units.
+                files: BTreeMap::from([("guest files local/".to_string(), lab.root.join("guest/local"))]),
+                tools: vec!["ostree", "mkfs.ext4", "systemctl"],
                 deps: BTreeMap::from([
                     ("kickstart".into(), kickstart),
                     ("repo".into(), StageId::new(StageKind::Repo, "served")),

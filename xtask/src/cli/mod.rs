@@ -2,6 +2,7 @@
 //! same way (`Session`) and then does one thing.
 
 pub mod artifacts;
+pub mod guest;
 pub mod lab_cmd;
 pub mod test_cmd;
 

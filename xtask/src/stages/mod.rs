@@ -7,6 +7,7 @@
 //! output digest; the runner writes the manifest and publishes.
 
 pub mod blueprint;
+pub mod install;
 pub mod prereqs;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -72,9 +73,8 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
         }
         StageKind::Kickstart => Err("kickstart rendering (issue: the kickstart and the remastered boot ISO)".into()),
         StageKind::Iso => Err("ISO remastering (issue: the kickstart and the remastered boot ISO)".into()),
-        StageKind::Install => {
-            Err("the local guest installer (issue: guests installed and booted from the graph)".into())
-        }
+        StageKind::Install if local => Ok(()),
+        StageKind::Install => Err("guests are installed from the ISO in the RHEL world".into()),
     }
 }
 
@@ -83,6 +83,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
+        StageKind::Install => install::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
             anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)

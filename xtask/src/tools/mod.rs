@@ -11,7 +11,14 @@
 
 pub mod apt;
 pub mod cargo;
+pub mod debugfs;
 pub mod graphviz;
+pub mod ip;
+pub mod mkfs;
+pub mod ostree_sysroot;
+pub mod process;
+pub mod qemu;
+pub mod systemctl;
 pub mod packages;
 
 use std::{

@@ -19,6 +19,8 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("mmdebstrap", "mmdebstrap", "-", &["--version"]),
     ("mkfs.ext4", "e2fsprogs", "e2fsprogs", &["-V"]),
     ("debugfs", "e2fsprogs", "e2fsprogs", &["-V"]),
+    ("e2fsck", "e2fsprogs", "e2fsprogs", &["-V"]),
+    ("systemctl", "systemd", "systemd", &["--version"]),
     ("ip", "iproute2", "iproute", &["-V"]),
     ("systemd-analyze", "systemd", "systemd", &["--version"]),
     ("shellcheck", "shellcheck", "ShellCheck", &["--version"]),

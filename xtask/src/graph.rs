@@ -401,7 +401,6 @@ pub fn build(lab: &Lab) -> Graph {
                     ("guest", json!(guest.name)),
                     ("image", json!(lab.kickstart.image)),
                     ("disk-gib", json!(guest.disk_gib)),
-                    ("memory-mib", json!(guest.memory_mib)),
                 ]),
                 // The local guest's greenboot runner and update units.
                 files: BTreeMap::from([("guest files local/".to_string(), lab.root.join("guest/local"))]),

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 
 use crate::{
     lab::Ipv4Cidr,
-    tools::{mkfs, ostree_sysroot, systemctl},
+    tools::{chroot, mkfs, ostree_sysroot, systemctl},
 };
 
 /// The stateroot local guests use (RHEL's is `rhel`).
@@ -53,6 +53,9 @@ pub struct GuestConfig {
     /// Units to enable, as `systemctl enable` would.
     pub enable: Vec<String>,
     pub network: Option<StaticNetwork>,
+    /// A script inside the guest run last, in a chroot, as the kickstart's
+    /// `%post` runs it (the kickstart stage's `configure-guest.sh`).
+    pub configure_script: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,12 +65,18 @@ pub struct User {
     pub password_hash: Option<String>,
 }
 
-/// The guest's address on the lab segment (systemd-networkd).
+/// The guest's address on the lab segment (systemd-networkd). The NIC with
+/// `mac` is named `enp1s0`, its name on the RHEL world's libvirt guests, so
+/// the kickstart's keepalived.conf fits both worlds.
 #[derive(Debug, Clone)]
 pub struct StaticNetwork {
     pub address: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
+    pub mac: String,
 }
+
+/// The guest's NIC name in both worlds.
+pub const GUEST_INTERFACE: &str = "enp1s0";
 
 /// What an install deployed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -204,6 +213,9 @@ fn apply_config(config: &GuestConfig, deploy_dir: &Path, var: &Path) -> anyhow::
         enable.push("systemd-networkd.service".into());
     }
     systemctl::enable_offline(deploy_dir, &enable)?;
+    if let Some(script) = &config.configure_script {
+        chroot::run_script(deploy_dir, var, script)?;
+    }
     Ok(())
 }
 
@@ -215,13 +227,26 @@ fn overlay_tree(tree: &Path, etc: &Path, var: &Path) -> anyhow::Result<()> {
         match name.as_str() {
             "etc" => copy_tree(&entry.path(), etc)?,
             "var" => copy_tree(&entry.path(), var)?,
+            // On an OSTree system /usr/local is a link to /var/usrlocal.
+            "usr" if only_child(&entry.path()).as_deref() == Some("local") => {
+                copy_tree(&entry.path().join("local"), &var.join("usrlocal"))?
+            }
             other => bail!(
-                "{}/{other}: a guest's files may go only under /etc and /var; /{other} belongs to the image",
+                "{}/{other}: a guest's files may go only under /etc, /var and /usr/local; /{other} belongs to the image",
                 tree.display()
             ),
         }
     }
     Ok(())
+}
+
+fn only_child(dir: &Path) -> Option<String> {
+    let names: Vec<String> =
+        fs::read_dir(dir).ok()?.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+    match names.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 fn add_user(user: &User, etc: &Path, var: &Path) -> anyhow::Result<()> {
@@ -263,8 +288,13 @@ fn add_to_group(group_file: &Path, group: &str, user: &str) -> anyhow::Result<()
 fn write_network(network: &StaticNetwork, etc: &Path) -> anyhow::Result<()> {
     let dir = etc.join("systemd/network");
     fs::create_dir_all(&dir)?;
+    let link = format!(
+        "# The lab NIC gets the RHEL world's name (edgelab installer).\n[Match]\nMACAddress={}\n\n[Link]\nName={GUEST_INTERFACE}\n",
+        network.mac
+    );
+    fs::write(dir.join("10-edgelab-lab.link"), link)?;
     let mut text = format!(
-        "# The guest's address on the lab segment (edgelab installer).\n[Match]\nType=ether\n\n[Network]\nAddress={}\n",
+        "# The guest's address on the lab segment (edgelab installer).\n[Match]\nName={GUEST_INTERFACE}\n\n[Network]\nAddress={}\n",
         network.address
     );
     if let Some(gateway) = network.gateway {

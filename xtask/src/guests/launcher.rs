@@ -83,7 +83,11 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
             if seconds_to_verdict.is_none() {
                 let console = read_from(&console_log, console_start);
                 if console.contains(boot::HEALTHY_MARK) || console.contains(boot::RED_MARK) {
+                    // Recorded at once, as greenboot writes grubenv during
+                    // the boot: a guest destroyed later keeps its verdict.
                     seconds_to_verdict = Some(started.elapsed().as_secs_f64());
+                    boot::record(&choice, boot::verdict(&console), &mut counter);
+                    save_counter(dir, &counter)?;
                 } else if started.elapsed() > timeout {
                     log(&format!("no health verdict within {timeout:?}: stopping the guest"));
                     child.kill().ok();
@@ -96,8 +100,10 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
         set_qemu_pid(dir, None)?;
         let console = read_from(&console_log, console_start);
         let verdict = boot::verdict(&console);
-        boot::record(&choice, verdict, &mut counter);
-        save_counter(dir, &counter)?;
+        if seconds_to_verdict.is_none() {
+            boot::record(&choice, verdict, &mut counter);
+            save_counter(dir, &counter)?;
+        }
         let seconds = started.elapsed().as_secs_f64();
         append_boot(
             dir,

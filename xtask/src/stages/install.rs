@@ -31,7 +31,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let port = segment.port(guest_name).context("the guest has no place on the lab segment")?;
 
     let mut config = guest_config(ctx, &kickstart.out, guest_name)?;
-    config.network = Some(StaticNetwork { address: port.address, gateway: None });
+    config.network = Some(StaticNetwork { address: port.address, gateway: None, mac: port.mac.clone() });
+    config.configure_script = kickstart.extra.get("configure").and_then(|it| it.as_str()).map(String::from);
     let spec = InstallSpec {
         remote_url: format!("http://{}:{}/repo/", segment.host.addr, ctx.lab.file_server.port),
         pull_url: None,
@@ -80,7 +81,7 @@ fn guest_config(ctx: &StageCtx, kickstart_out: &Path, guest_name: &str) -> anyho
         trees.push(files);
     }
     let mut enable: Vec<String> =
-        ["edgelab-greenboot.service", "edgelab-update-stage.timer", "edgelab-update-apply.timer"].map(String::from).to_vec();
+        ["edgelab-greenboot.service", "edgelab-update-stage.timer"].map(String::from).to_vec();
     let ks = kickstart_out.join(format!("{guest_name}.ks"));
     if ks.exists() {
         let text = std::fs::read_to_string(&ks).with_context(|| format!("reading {}", ks.display()))?;
@@ -102,6 +103,7 @@ fn guest_config(ctx: &StageCtx, kickstart_out: &Path, guest_name: &str) -> anyho
         trees,
         enable,
         network: None,
+        configure_script: None,
     })
 }
 

@@ -11,6 +11,7 @@
 
 pub mod apt;
 pub mod cargo;
+pub mod chroot;
 pub mod debugfs;
 pub mod graphviz;
 pub mod ip;

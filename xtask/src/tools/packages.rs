@@ -21,6 +21,7 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("debugfs", "e2fsprogs", "e2fsprogs", &["-V"]),
     ("e2fsck", "e2fsprogs", "e2fsprogs", &["-V"]),
     ("systemctl", "systemd", "systemd", &["--version"]),
+    ("unshare", "util-linux", "util-linux", &["--version"]),
     ("ip", "iproute2", "iproute", &["-V"]),
     ("systemd-analyze", "systemd", "systemd", &["--version"]),
     ("shellcheck", "shellcheck", "ShellCheck", &["--version"]),

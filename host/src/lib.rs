@@ -34,7 +34,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,16 @@ pub use resolve::{Reject, resolve_path};
 
 use counters::Counters;
 use request_log::RequestLog;
+
+/// The largest `max_connections` accepted; far above what file descriptors
+/// allow, and small enough to count permits in a `u32`.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// Connections the kernel may queue before we accept them. Tokio's default
+/// of 128 overflows when many clients connect at once (a burst of OSTree
+/// fetches, or a flood that we are about to refuse), and an overflowing
+/// queue drops SYNs, which clients only retry after a second or more.
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// How long open connections get to finish their current response once
 /// shutdown has begun, before the server stops anyway.
@@ -94,7 +104,7 @@ pub enum StartError {
     Listen { address: IpAddr, port: u16, error: io::Error },
     #[error("cannot open log file {}: {error}", path.display())]
     Log { path: PathBuf, error: io::Error },
-    #[error("--max-connections must be between 1 and {}", Semaphore::MAX_PERMITS)]
+    #[error("--max-connections must be between 1 and {MAX_CONNECTIONS_LIMIT}")]
     MaxConnections,
 }
 
@@ -159,7 +169,7 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
 impl Server {
     /// Checks the root, opens the log and binds the listening socket.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        if config.max_connections == 0 || config.max_connections > Semaphore::MAX_PERMITS {
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&config.max_connections) {
             return Err(StartError::MaxConnections);
         }
         let root = std::fs::canonicalize(&config.root)
@@ -167,8 +177,7 @@ impl Server {
         if !root.is_dir() {
             return Err(StartError::RootNotDirectory { root: config.root });
         }
-        let listener =
-            TcpListener::bind((config.address, config.port)).await.map_err(|error| bind_error(&config, error))?;
+        let listener = listen(config.address, config.port).map_err(|error| bind_error(&config, error))?;
         let local_addr = listener.local_addr().map_err(|error| bind_error(&config, error))?;
         let log = RequestLog::open(config.quiet, config.log.as_deref())
             .map_err(|error| StartError::Log { path: config.log.clone().unwrap_or_default(), error })?;
@@ -235,7 +244,7 @@ impl Server {
         stop_connections.cancel();
         // Every connection holds a permit until it ends, so having them all
         // back means every connection has finished.
-        let all_permits = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let all_permits = self.max_connections as u32; // At most MAX_CONNECTIONS_LIMIT.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection_permits.acquire_many(all_permits)).await;
         let summary = self.shared.counters.summary();
         self.shared.log.write_summary(&summary);
@@ -301,6 +310,18 @@ async fn serve_connection(
 async fn wait_after_accept_error(error: &io::Error) {
     eprintln!("edgelab-serve: accepting a connection: {error}");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Binds and listens with `LISTEN_BACKLOG`; `SO_REUSEADDR` lets a restarted
+/// server take the port back while old connections sit in TIME_WAIT.
+fn listen(address: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let socket = match address {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(address, port))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn bind_error(config: &Config, error: io::Error) -> StartError {

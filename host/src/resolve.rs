@@ -338,8 +338,8 @@ mod tests {
         let open = |raw: &str| open_confined(&root, &resolve_path(&root, raw).unwrap());
         assert!(matches!(open("/escape/secret"), Err(OpenFailure::Rejected(Reject::OutsideRoot))));
         assert!(matches!(open("/escape"), Err(OpenFailure::Rejected(Reject::OutsideRoot))));
-        assert!(matches!(open("/alias"), Ok(_)));
-        assert!(matches!(open("/inside"), Ok(_)));
+        assert!(open("/alias").is_ok());
+        assert!(open("/inside").is_ok());
         assert!(matches!(open("/missing"), Err(OpenFailure::NotFound)));
         assert!(matches!(open("/inside/x"), Err(OpenFailure::NotFound)));
         assert!(matches!(open("/dir/"), Err(OpenFailure::NotFound)));

@@ -62,10 +62,7 @@ fn ranges_and_head_through_curl() {
     // Suffix range: the last 500 bytes.
     let suffix = curl(root.path(), &["-r", "-500", &server.url("/image.iso")]);
     assert_eq!(suffix.status, 206);
-    assert_eq!(
-        suffix.headers["content-range"],
-        format!("bytes {}-{}/{FILE_BYTES}", FILE_BYTES - 500, FILE_BYTES - 1)
-    );
+    assert_eq!(suffix.headers["content-range"], format!("bytes {}-{}/{FILE_BYTES}", FILE_BYTES - 500, FILE_BYTES - 1));
     assert_eq!(suffix.body, content[FILE_BYTES - 500..]);
     expected_bytes += 500;
 
@@ -123,11 +120,7 @@ fn curl(scratch: &Path, args: &[&str]) -> CurlResponse {
         .args(args)
         .output()
         .expect("running curl");
-    assert!(
-        output.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     let header_text = std::fs::read_to_string(&headers_path).unwrap();
     let mut lines = header_text.lines();
     let status_line = lines.next().unwrap_or_default();

@@ -26,9 +26,8 @@ fn other_methods_get_405_with_allow() {
     let root = root_with_files();
     let server = ServeProcess::start(root.path(), &["--quiet"]);
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
-        let request = format!(
-            "{method} /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
+        let request =
+            format!("{method} /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         let response = send_raw(server.address, request.as_bytes());
         assert_eq!(response.status, 405, "{method}");
         assert_eq!(response.header("allow"), Some("GET, HEAD"), "{method}");
@@ -58,31 +57,23 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let root = root_with_files();
     let server = ServeProcess::start(root.path(), &["--quiet"]);
     let mut stream = connect(server.address);
-    stream
-        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let first = read_response(&mut stream, false);
     assert_eq!((first.status, first.body.as_slice()), (200, &b"hello\n"[..]));
     assert_eq!(first.header("connection"), None, "the connection stays open");
 
-    stream
-        .write_all(b"HEAD /folder/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"HEAD /folder/data.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let head = read_response(&mut stream, true);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("1000"));
 
     // If HEAD had sent body bytes, they would be read here as the next
     // response's status line and this would fail.
-    stream
-        .write_all(b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"GET /missing HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let missing = read_response(&mut stream, false);
     assert_eq!(missing.status, 404);
 
-    stream
-        .write_all(b"GET /folder/data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=10-19\r\n\r\n")
-        .unwrap();
+    stream.write_all(b"GET /folder/data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=10-19\r\n\r\n").unwrap();
     let range = read_response(&mut stream, false);
     assert_eq!(range.status, 206);
     assert_eq!(range.body, [7u8; 10]);
@@ -160,10 +151,8 @@ fn sigint_prints_the_summary_and_exits_zero() {
     assert_eq!(request_lines.len(), 3, "{lines:#?}");
     assert!(request_lines[0].contains("200  GET /hello.txt"), "{lines:#?}");
     assert!(request_lines[2].contains("404  GET /missing"), "{lines:#?}");
-    let summary = lines
-        .iter()
-        .find(|line| line.starts_with("summary: "))
-        .unwrap_or_else(|| panic!("no summary in {lines:#?}"));
+    let summary =
+        lines.iter().find(|line| line.starts_with("summary: ")).unwrap_or_else(|| panic!("no summary in {lines:#?}"));
     // 6 + 1000 + 10 ("not found\n") body bytes.
     assert!(summary.starts_with("summary: 3 requests, 0.001 MB sent"), "{summary}");
     assert!(
@@ -192,10 +181,8 @@ fn log_and_pid_files() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("serve.log");
     let pid_file = scratch.path().join("serve.pid");
-    let server = ServeProcess::start(
-        root.path(),
-        &["--log", log.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap()],
-    );
+    let server =
+        ServeProcess::start(root.path(), &["--log", log.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap()]);
     let pid_text = std::fs::read_to_string(&pid_file).unwrap();
     assert_eq!(pid_text.trim(), server.pid().to_string());
     get_raw(server.address, "/hello.txt");
@@ -244,8 +231,5 @@ fn a_missing_root_is_a_clear_error() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&format!("root {} cannot be served", missing.display())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("root {} cannot be served", missing.display())), "{stderr}");
 }

@@ -128,10 +128,7 @@ fn no_hostile_path_leaves_the_root() {
             continue; // Closed unanswered: nothing leaked.
         }
         let status = answer_text.split(' ').nth(1).unwrap_or_default();
-        assert!(
-            ["400", "403", "404"].contains(&status),
-            "{shown:?} answered {status}:\n{answer_text}"
-        );
+        assert!(["400", "403", "404"].contains(&status), "{shown:?} answered {status}:\n{answer_text}");
         // Our own refusals carry our text bodies; hyper's 400s have none.
         if answer_text.ends_with("forbidden\n") || answer_text.ends_with("bad request\n") {
             n_refused_by_us += 1;

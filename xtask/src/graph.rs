@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::lab::{Backend, Lab};
+use crate::lab::{Auto, Backend, Ipv4Cidr, Lab};
 
 /// What kind of thing a stage builds. The order is the order `plan` lists them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -225,11 +225,11 @@ pub fn build(lab: &Lab) -> Graph {
                     ("build", json!(build.name)),
                     ("from", json!(build.from)),
                 ]),
-                files: BTreeMap::from([(
-                    format!("context {}", lab.display_path(&build.context)),
-                    build.context.clone(),
-                )]),
-                tools: vec!["podman"],
+                files: BTreeMap::from([
+                    (format!("context {}", lab.display_path(&build.context)), build.context.clone()),
+                    ("app server guest/app/httpd".to_string(), httpd_crate(lab)),
+                ]),
+                tools: vec!["podman", "figlet", "cowsay", "cargo"],
                 deps,
             });
             stages.push(Stage {
@@ -432,6 +432,49 @@ pub fn resolve_backends(lab: &Lab, rhel_available: bool) -> Lab {
     lab.backends.guests = Some(pick(lab.backends.guests.unwrap_or(lab.backends.default)));
     lab.backends.default = default;
     lab
+}
+
+/// The demo app's web server crate, built into every container image.
+pub fn httpd_crate(lab: &Lab) -> PathBuf {
+    lab.root.join("guest/app/httpd")
+}
+
+/// The local world's lab segment: it exists only inside the network
+/// namespace the lab creates, so it never collides with the host's networks
+/// and no traffic to it leaves the machine.
+pub const LOCAL_LAB_SEGMENT: Ipv4Cidr = Ipv4Cidr { addr: std::net::Ipv4Addr::new(10, 88, 0, 1), prefix: 24 };
+
+/// Replaces every `auto` address with a concrete one, so the addresses are
+/// part of the stages' keys (a changed host address rebuilds kickstarts).
+/// In the local world `auto` is the lab's own segment inside its namespace;
+/// in the RHEL world it is the host's default-route address, which the
+/// caller looks up (`default_route`) because the pure core cannot.
+pub fn resolve_network(lab: &Lab, default_route: Option<Ipv4Cidr>) -> Result<Lab, String> {
+    let mut lab = lab.clone();
+    let host = match lab.network.host_address {
+        Auto::Given(cidr) => cidr,
+        Auto::Auto if lab.backends.for_guests() != Backend::Rhel => LOCAL_LAB_SEGMENT,
+        Auto::Auto => default_route.ok_or(
+            "`host-address \"auto\"` needs a default route on this host; give `host-address \"A.B.C.D/NN\"` in lab.kdl",
+        )?,
+    };
+    lab.network.host_address = Auto::Given(host);
+    if lab.network.vip == Auto::Auto {
+        let octets = host.addr.octets();
+        let vip = std::net::Ipv4Addr::new(octets[0], octets[1], octets[2], 100);
+        lab.network.vip = Auto::Given(Ipv4Cidr { addr: vip, prefix: host.prefix });
+    }
+    if lab.registry.address == Auto::Auto {
+        lab.registry.address = Auto::Given(std::net::IpAddr::V4(host.addr));
+    }
+    for (index, guest) in lab.guests.iter_mut().enumerate() {
+        if guest.address == Auto::Auto {
+            let octets = host.addr.octets();
+            let last = octets[3].wrapping_add(10 + index as u8);
+            guest.address = Auto::Given(std::net::Ipv4Addr::new(octets[0], octets[1], octets[2], last));
+        }
+    }
+    Ok(lab)
 }
 
 /// The URL guests and composes use for the served repo.

@@ -6,6 +6,7 @@
 //! and the store (store/) keeps the results. Only tools/ starts processes.
 //! ARCHITECTURE.md at the repository root has the map.
 
+pub mod blueprint;
 pub mod cli;
 pub mod compose;
 pub mod facts;
@@ -17,6 +18,7 @@ pub mod lab;
 pub mod plan;
 pub mod progress;
 pub mod runner;
+pub mod services;
 pub mod stages;
 pub mod store;
 pub mod tools;

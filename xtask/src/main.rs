@@ -29,6 +29,19 @@ enum Command {
     /// A guest's console, power and life.
     #[command(subcommand)]
     Guest(GuestCommand),
+    /// The lab's container apps.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Compose an image (`image v2 --parent`), or show a compose (`image info v1`).
+    Image {
+        /// The image to compose, or `info`.
+        name: String,
+        /// With `info`: the image to show.
+        image: Option<String>,
+        /// Compose on the parent's commit (the lab must give the image a parent).
+        #[arg(long)]
+        parent: bool,
+    },
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -82,6 +95,20 @@ enum GuestCommand {
 }
 
 #[derive(Subcommand)]
+enum ContainerCommand {
+    /// Point a registry tag at a build (`promote httpd v2 --tag prod`); kept across `lab up`.
+    Promote {
+        /// The container app (`httpd`).
+        app: String,
+        /// The build the tag should point at (`v2`).
+        build: String,
+        /// The registry tag to move.
+        #[arg(long, default_value = "prod")]
+        tag: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ArtifactsCommand {
     /// List the artifacts in the store.
     Ls,
@@ -113,6 +140,14 @@ fn main() {
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),
         Command::Artifacts(ArtifactsCommand::Verify) => cli::artifacts::verify(global),
+        Command::Container(ContainerCommand::Promote { app, build, tag }) => {
+            cli::container::promote(global, app, build, tag)
+        }
+        Command::Image { name, image, parent } => match (name.as_str(), image) {
+            ("info", Some(image)) => cli::image::info(global, image),
+            (_, Some(extra)) => Err(anyhow::anyhow!("unexpected `{extra}`: say `image NAME` or `image info NAME`")),
+            (name, None) => cli::image::compose(global, name, *parent),
+        },
         Command::Test { args } => cli::test_cmd::run(args),
     };
     if let Err(err) = result {

@@ -76,12 +76,23 @@ pub fn plan(
                 Some(output) => {
                     inputs.insert(role.clone(), output.clone());
                 }
-                None => waiting_on.push(dep.to_string()),
+                None => {
+                    // Say why the dep runs, so the user sees the root cause
+                    // ("blueprint RFE.toml changed") at every stage it reaches.
+                    let cause = entries
+                        .iter()
+                        .find(|entry| entry.stage == dep.to_string())
+                        .and_then(|entry| entry.reasons.first())
+                        .filter(|reason| !reason.starts_with("runs after"))
+                        .map(|reason| format!(": {reason}"))
+                        .unwrap_or_default();
+                    waiting_on.push(format!("{dep}{cause}"));
+                }
             }
         }
         let missing_capability = capability(stage).err();
         let entry = if !waiting_on.is_empty() {
-            let mut reasons = vec![format!("runs after {} (its input changes first)", waiting_on.join(", "))];
+            let mut reasons: Vec<String> = waiting_on.iter().map(|dep| format!("runs after {dep}")).collect();
             reasons.extend(missing_capability.iter().map(|missing| format!("cannot run here: {missing}")));
             PlanEntry {
                 stage: stage.id.to_string(),

@@ -7,7 +7,7 @@
 //! leaves this stage's key, and so its artifact, unchanged.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -18,6 +18,7 @@ use crate::{
     key::{Facts, Preimage},
     lab::Lab,
     progress::Progress,
+    services,
     stages::{self, Input, StageCtx},
     store::{Manifest, Store, StoreLock},
 };
@@ -65,12 +66,34 @@ pub fn run(
     };
     let mut summary = Summary::default();
     let mut done: BTreeMap<StageId, Input> = BTreeMap::new();
+    let mut services_up = BTreeSet::new();
     for stage in graph.stages.iter().filter(|stage| selected.contains(&stage.id)) {
         let started = Instant::now();
         let blocked: Vec<String> =
             stage.deps.values().filter(|dep| !done.contains_key(*dep)).map(|dep| dep.to_string()).collect();
         if !blocked.is_empty() {
             summary.push(stage.id.clone(), Outcome::Skipped(format!("needs {}", blocked.join(", "))), started, None);
+            continue;
+        }
+        // Services a stage talks to (the registry) are started, or restarted
+        // if they died, before its result is checked or it runs.
+        let service_failed = stages::services_needed(stage).into_iter().find_map(|service| {
+            if services_up.contains(&service) {
+                return None;
+            }
+            match services::ensure(lab, store, service) {
+                Ok(ensured) => {
+                    if let services::Ensured::Restarted { why, .. } = &ensured {
+                        progress.note(&format!("restarted the lab {service}: {why}"));
+                    }
+                    services_up.insert(service);
+                    None
+                }
+                Err(err) => Some(format!("{err:#}")),
+            }
+        });
+        if let Some(err) = service_failed {
+            summary.push(stage.id.clone(), Outcome::Failed(err), started, None);
             continue;
         }
         let inputs: BTreeMap<String, Input> =

@@ -61,17 +61,21 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     println!("lab {} ({})", session.lab.name, session.lab.file.display());
     println!("store {}", session.store.root().display());
     print!("{}", plan.render(false));
+    for line in crate::services::status(&session.lab, &session.store) {
+        println!("{line}");
+    }
     Ok(())
 }
 
 pub fn down(global: &Global) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     super::guest::down(&session)?;
-    println!(
-        "lab {}: no services or guests are running (store kept at {})",
-        session.lab.name,
-        session.store.root().display()
-    );
+    for service in crate::services::Service::ALL {
+        if crate::services::stop(&session.lab, &session.store, service)? {
+            println!("stopped the lab {service}");
+        }
+    }
+    println!("lab {}: services stopped (store kept at {})", session.lab.name, session.store.root().display());
     Ok(())
 }
 

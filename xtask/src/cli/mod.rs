@@ -2,7 +2,9 @@
 //! same way (`Session`) and then does one thing.
 
 pub mod artifacts;
+pub mod container;
 pub mod guest;
+pub mod image;
 pub mod lab_cmd;
 pub mod test_cmd;
 
@@ -72,6 +74,11 @@ impl Session {
         }
         let lab = lab::parse_lab_file(&lab_file).map_err(|err| anyhow::anyhow!("{:?}", miette::Report::new(err)))?;
         let lab = graph::resolve_backends(&lab, rhel_world_available());
+        let needs_route = lab.network.host_address == crate::lab::Auto::Auto
+            && lab.backends.for_guests() == crate::lab::Backend::Rhel;
+        let default_route = if needs_route { crate::tools::ip::default_route_address().ok() } else { None };
+        let lab = graph::resolve_network(&lab, default_route)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", lab_file.display()))?;
         let store_root = match &global.store {
             Some(path) => path.clone(),
             None => lab.root.join("artifacts"),

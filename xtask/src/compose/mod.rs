@@ -6,6 +6,8 @@
 //! mmdebstrap and ostree (local world). The `compose` stage (stages/compose.rs)
 //! picks one by the stage's resolved backend.
 
+pub mod weldr;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

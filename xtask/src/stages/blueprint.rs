@@ -1,22 +1,46 @@
-//! The `blueprint` stage: an osbuild blueprint TOML, parsed, validated and
-//! written out normalised (`blueprint.json`), so composes read a checked value.
+//! The `blueprint` stage: an osbuild blueprint TOML, parsed and validated
+//! (`crate::blueprint`), written out normalised as `blueprint.json` (what
+//! composes read) and `blueprint.toml` (what a user would push with
+//! composer-cli). A mistake fails the stage with every error at once, each
+//! pointing at its TOML line and column.
 
 use anyhow::Context;
 use serde_json::json;
 
 use super::{StageCtx, StageOutput};
+use crate::blueprint::{self, Blueprint};
 
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
-    let blueprint = ctx
+    let lab_blueprint = ctx
         .lab
         .blueprint(&ctx.stage.id.name)
         .with_context(|| format!("blueprint `{}` is not in the lab", ctx.stage.id.name))?;
-    let text = std::fs::read_to_string(&blueprint.file)
-        .with_context(|| format!("reading blueprint {}", blueprint.file.display()))?;
-    let value: toml::Value = toml::from_str(&text)
-        .map_err(|err| anyhow::anyhow!("{}: {}", blueprint.file.display(), err.to_string().trim_end()))?;
-    let json = serde_json::to_value(&value)?;
-    std::fs::write(ctx.out.join("blueprint.json"), serde_json::to_vec_pretty(&json)?)?;
-    std::fs::write(ctx.out.join("blueprint.toml"), &text)?;
-    Ok(StageOutput { output_digest: super::digest_out(&ctx.out)?, extra: json!({ "name": value.get("name") }) })
+    let text = std::fs::read_to_string(&lab_blueprint.file)
+        .with_context(|| format!("reading blueprint {}", lab_blueprint.file.display()))?;
+    let file_name = ctx.lab.display_path(&lab_blueprint.file).into_owned();
+    let parsed = blueprint::parse_blueprint(&file_name, &text).map_err(|err| anyhow::anyhow!("{}", err.render()))?;
+    write_normalised(ctx, &parsed)?;
+    Ok(StageOutput {
+        output_digest: super::digest_out(&ctx.out)?,
+        extra: json!({
+            "name": parsed.name,
+            "version": parsed.version,
+            "n_packages": parsed.packages.len(),
+        }),
+    })
+}
+
+/// Reads the normalised blueprint a `blueprint` artifact holds.
+pub fn read_output(out: &std::path::Path) -> anyhow::Result<Blueprint> {
+    let path = out.join("blueprint.json");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn write_normalised(ctx: &StageCtx, parsed: &Blueprint) -> anyhow::Result<()> {
+    let json_path = ctx.out.join("blueprint.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(parsed)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let toml_path = ctx.out.join("blueprint.toml");
+    std::fs::write(&toml_path, parsed.to_toml()).with_context(|| format!("writing {}", toml_path.display()))
 }

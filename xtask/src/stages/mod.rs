@@ -7,8 +7,14 @@
 //! output digest; the runner writes the manifest and publishes.
 
 pub mod blueprint;
+pub mod compose;
+pub mod container;
 pub mod install;
+pub mod iso;
+pub mod kickstart;
 pub mod prereqs;
+pub mod push;
+pub mod tag;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -18,6 +24,7 @@ use crate::{
     graph::{Stage, StageKind},
     lab::{Backend, Lab},
     progress::Progress,
+    services::Service,
     store::Store,
 };
 
@@ -58,21 +65,15 @@ pub struct StageOutput {
 pub fn capability(stage: &Stage) -> Result<(), String> {
     let local = stage.backend != Backend::Rhel;
     match stage.id.kind {
-        StageKind::Prereqs | StageKind::Blueprint => Ok(()),
-        StageKind::Container | StageKind::Push | StageKind::Tag => {
-            Err("container builds and the lab registry (issue: the container app and the lab registry)".into())
-        }
+        StageKind::Prereqs | StageKind::Blueprint | StageKind::Kickstart | StageKind::Iso => Ok(()),
+        StageKind::Container | StageKind::Push | StageKind::Tag => Ok(()),
         StageKind::Compose if local => {
             Err("the local OSTree composer (issue: a local OSTree composer and the served repo)".into())
         }
-        StageKind::Compose => {
-            Err("composes through osbuild-composer's Weldr API (issue: blueprints and composes)".into())
-        }
+        StageKind::Compose => Ok(()),
         StageKind::Repo => {
             Err("the served repo with static deltas (issue: a local OSTree composer and the served repo)".into())
         }
-        StageKind::Kickstart => Err("kickstart rendering (issue: the kickstart and the remastered boot ISO)".into()),
-        StageKind::Iso => Err("ISO remastering (issue: the kickstart and the remastered boot ISO)".into()),
         StageKind::Install if local => Ok(()),
         StageKind::Install => Err("guests are installed from the ISO in the RHEL world".into()),
     }
@@ -83,6 +84,12 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
+        StageKind::Container => container::run(ctx),
+        StageKind::Push => push::run(ctx),
+        StageKind::Tag => tag::run(ctx),
+        StageKind::Compose => compose::run(ctx),
+        StageKind::Kickstart => kickstart::run(ctx),
+        StageKind::Iso => iso::run(ctx),
         StageKind::Install => install::run(ctx),
         _ => {
             let missing = capability(ctx.stage).err().unwrap_or_default();
@@ -97,7 +104,18 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
 pub fn check_live(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::check_live(ctx, output_digest),
+        StageKind::Push => push::check_live(ctx, output_digest),
+        StageKind::Tag => tag::check_live(ctx, output_digest),
         _ => Ok(()),
+    }
+}
+
+/// Services that must be up before `stage` runs or is checked (pushes and
+/// tags talk to the registry). The runner ensures them.
+pub fn services_needed(stage: &Stage) -> Vec<Service> {
+    match stage.id.kind {
+        StageKind::Push | StageKind::Tag => vec![Service::Registry],
+        _ => vec![],
     }
 }
 

@@ -1,12 +1,39 @@
-//! cargo itself, for `cargo xtask test`.
+//! cargo itself: `cargo xtask test`, and static builds of the demo app's server.
 
-use std::process::ExitStatus;
+use std::{
+    path::{Path, PathBuf},
+    process::ExitStatus,
+    time::Duration,
+};
+
+use anyhow::Context;
 
 use super::Cmd;
 
 /// `cargo test --workspace [ARGS]` with output passed through.
 pub fn test_workspace(extra_args: &[String]) -> anyhow::Result<ExitStatus> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = crate::cli::project_root();
-    Cmd::new(cargo).args(["test", "--workspace"]).args(extra_args).cwd(root).run_inherit()
+    Cmd::new(cargo_program()).args(["test", "--workspace"]).args(extra_args).cwd(root).run_inherit()
+}
+
+/// Builds binary `bin` of the package at `manifest` statically linked
+/// (glibc with `crt-static`: enough for a std-only program, and needs no
+/// extra target installed), stripped, into `target_dir`; returns its path.
+pub fn build_static_binary(manifest: &Path, bin: &str, target_dir: &Path) -> anyhow::Result<PathBuf> {
+    let target = "x86_64-unknown-linux-gnu";
+    Cmd::new(cargo_program())
+        .args(["build", "--release", "--quiet", "--bin", bin, "--target", target, "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .timeout(Duration::from_secs(600))
+        .run()
+        .with_context(|| format!("building `{bin}` from {}", manifest.display()))?;
+    Ok(target_dir.join(target).join("release").join(bin))
+}
+
+fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }

@@ -10,17 +10,29 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod apt;
+pub mod bash;
 pub mod cargo;
 pub mod chroot;
+pub mod cowsay;
 pub mod debugfs;
+pub mod docker_registry;
+pub mod figlet;
 pub mod graphviz;
 pub mod ip;
+pub mod isomd5;
+pub mod keepalived;
+pub mod ksvalidator;
 pub mod mkfs;
+pub mod mtools;
 pub mod ostree_sysroot;
+pub mod packages;
+pub mod podman;
 pub mod process;
 pub mod qemu;
+pub mod shellcheck;
 pub mod systemctl;
-pub mod packages;
+pub mod systemd_analyze;
+pub mod xorriso;
 
 use std::{
     ffi::{OsStr, OsString},
@@ -206,7 +218,8 @@ pub fn which(program: &str) -> Option<PathBuf> {
         return is_executable(&path).then_some(path);
     }
     let path_var = std::env::var_os("PATH").unwrap_or_default();
-    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    // Debian puts cowsay in /usr/games, which root's PATH often lacks.
+    let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/games"].map(PathBuf::from);
     std::env::split_paths(&path_var).chain(extra).map(|dir| dir.join(program)).find(|path| is_executable(path))
 }
 

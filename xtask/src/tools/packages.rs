@@ -32,10 +32,14 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("virt-install", "virtinst", "virt-install", &["--version"]),
     ("virsh", "libvirt-clients", "libvirt-client", &["--version"]),
     ("composer-cli", "-", "weldr-client", &["--version"]),
-    ("ksvalidator", "python3-pykickstart", "pykickstart", &[]),
+    ("ksvalidator", "-", "pykickstart", &[]),
+    ("unshare", "util-linux", "util-linux", &["--version"]),
+    ("bash", "bash", "bash", &["--version"]),
     ("wrk", "wrk", "-", &["-v"]),
     ("nginx", "nginx-light", "nginx", &["-v"]),
     ("go", "golang-go", "golang", &["version"]),
+    ("systemctl", "systemd", "systemd", &["--version"]),
+    ("cargo", "cargo", "cargo", &["--version"]),
 ];
 
 /// The Debian package providing `program`, if there is one.

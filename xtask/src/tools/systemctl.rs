@@ -1,24 +1,43 @@
-//! `systemctl --root`: enables units in an offline root (a guest's
-//! deployment), exactly as `systemctl enable` would inside the guest,
-//! following each unit's `[Install]` section.
-
-use std::{path::Path, time::Duration};
-
-use anyhow::Context;
+//! systemctl: starting and stopping the RHEL world's services as units.
 
 use super::Cmd;
 
-/// Enables `units` inside `root` without booting it.
-pub fn enable_offline(root: &Path, units: &[String]) -> anyhow::Result<()> {
+/// `systemctl daemon-reload`, so a written unit is seen.
+pub fn daemon_reload() -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).arg("daemon-reload").run()?;
+    Ok(())
+}
+
+/// `systemctl start UNIT`.
+pub fn start(unit: &str) -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).args(["start", unit]).run()?;
+    Ok(())
+}
+
+/// `systemctl stop UNIT`.
+pub fn stop(unit: &str) -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).args(["stop", unit]).run()?;
+    Ok(())
+}
+
+/// Whether UNIT is active.
+pub fn is_active(unit: &str) -> bool {
+    Cmd::new("systemctl").args(["is-active", "--quiet", unit]).run_unchecked().is_ok_and(|out| out.status.success())
+}
+
+/// Enables `units` inside `root` without booting it (`systemctl --root`),
+/// exactly as `systemctl enable` would inside the guest, following each
+/// unit's `[Install]` section.
+pub fn enable_offline(root: &std::path::Path, units: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
     if units.is_empty() {
         return Ok(());
     }
-    super::require("systemctl")?;
-    Cmd::new("systemctl")
+    Cmd::new(super::require("systemctl")?)
         .arg(format!("--root={}", root.display()))
         .arg("enable")
         .args(units)
-        .timeout(Duration::from_secs(60))
+        .timeout(std::time::Duration::from_secs(60))
         .run()
         .with_context(|| format!("enabling {} in {}", units.join(", "), root.display()))?;
     Ok(())

@@ -1,0 +1,195 @@
+//! `httpd`: the demo app's static web server, std only.
+//!
+//! It serves one folder (default `/var/www/html`, `index.html` for `/`) over
+//! HTTP/1.0-style connections: one request per connection, one thread per
+//! connection. The container runs it as PID 1 named `httpd`, so the demo's
+//! `pkill -9 httpd` kills it and the exit (by SIGKILL) counts as a failure for
+//! `Restart=on-failure`. SIGTERM (`podman stop`) is a clean stop: exit 0. A
+//! PID 1 ignores signals it has no handler for, hence the explicit handler.
+//!
+//! Usage: `httpd [--address ADDR] [--port PORT] [--root DIR]`; the port may
+//! also come from `HTTPD_PORT`. Defaults: 0.0.0.0, 80, /var/www/html.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{TcpListener, TcpStream},
+    path::{Component, Path, PathBuf},
+    time::Duration,
+};
+
+struct Config {
+    address: String,
+    port: u16,
+    root: PathBuf,
+}
+
+fn main() {
+    let config = match parse_args(std::env::args().skip(1).collect(), std::env::var("HTTPD_PORT").ok()) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("httpd: {message}");
+            eprintln!("usage: httpd [--address ADDR] [--port PORT] [--root DIR]");
+            std::process::exit(2);
+        }
+    };
+    exit_cleanly_on_sigterm();
+    let listener = match TcpListener::bind((config.address.as_str(), config.port)) {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("httpd: cannot listen on {}:{}: {err}", config.address, config.port);
+            std::process::exit(1);
+        }
+    };
+    eprintln!("httpd: serving {} on {}:{}", config.root.display(), config.address, config.port);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let root = config.root.clone();
+        std::thread::spawn(move || serve(stream, &root));
+    }
+}
+
+fn parse_args(args: Vec<String>, env_port: Option<String>) -> Result<Config, String> {
+    let mut config = Config { address: "0.0.0.0".into(), port: 80, root: PathBuf::from("/var/www/html") };
+    if let Some(port) = env_port {
+        config.port = port.parse().map_err(|_| format!("HTTPD_PORT `{port}` is not a port number"))?;
+    }
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--address" => config.address = value()?,
+            "--port" => {
+                let port = value()?;
+                config.port = port.parse().map_err(|_| format!("--port `{port}` is not a port number"))?;
+            }
+            "--root" => config.root = PathBuf::from(value()?),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(config)
+}
+
+fn serve(mut stream: TcpStream, root: &Path) {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(clone) => clone,
+        Err(_) => return,
+    });
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    // Drain the headers; nothing in them changes the answer.
+    let mut header = String::new();
+    while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header.trim_end() != "" {
+        header.clear();
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let response = match method {
+        "GET" | "HEAD" => match resolve(root, target) {
+            Some(path) => match std::fs::read(&path) {
+                Ok(body) => Response { status: "200 OK", content_type: content_type(&path), body },
+                Err(_) => Response::text("404 Not Found", "not found\n"),
+            },
+            None => Response::text("404 Not Found", "not found\n"),
+        },
+        _ => Response::text("405 Method Not Allowed", "method not allowed\n"),
+    };
+    let head = format!(
+        "HTTP/1.1 {}\r\nServer: httpd\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    if method != "HEAD" {
+        let _ = stream.write_all(&response.body);
+    }
+}
+
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(status: &'static str, body: &str) -> Response {
+        Response { status, content_type: "text/plain; charset=utf-8", body: body.as_bytes().to_vec() }
+    }
+}
+
+/// The file under `root` a request target names; `None` for anything that
+/// would leave `root` (`..`) or is not a plain file.
+fn resolve(root: &Path, target: &str) -> Option<PathBuf> {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let relative = path.strip_prefix('/')?;
+    let mut resolved = root.to_path_buf();
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => resolved.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    if resolved.is_dir() {
+        resolved.push("index.html");
+    }
+    resolved.is_file().then_some(resolved)
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|ext| ext.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("css") => "text/css",
+        _ => "application/octet-stream",
+    }
+}
+
+const SIGTERM: i32 = 15;
+
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+    fn _exit(status: i32) -> !;
+}
+
+extern "C" fn on_sigterm(_signum: i32) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { _exit(0) }
+}
+
+fn exit_cleanly_on_sigterm() {
+    // SAFETY: installs an async-signal-safe handler; `signal` is in every libc.
+    unsafe {
+        signal(SIGTERM, on_sigterm as extern "C" fn(i32) as usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_stays_under_root() {
+        let root = std::env::temp_dir().join(format!("httpd-test-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("index.html"), "hi").unwrap();
+        assert_eq!(resolve(&root, "/"), Some(root.join("index.html")));
+        assert_eq!(resolve(&root, "/index.html?x=1"), Some(root.join("index.html")));
+        assert_eq!(resolve(&root, "/../etc/passwd"), None);
+        assert_eq!(resolve(&root, "/sub"), None);
+        assert_eq!(resolve(&root, "relative"), None);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn args_and_env_port() {
+        let config = parse_args(vec![], Some("8080".into())).unwrap();
+        assert_eq!(config.port, 8080);
+        let config = parse_args(vec!["--port".into(), "81".into(), "--root".into(), "/srv".into()], None).unwrap();
+        assert_eq!((config.port, config.root), (81, PathBuf::from("/srv")));
+        assert!(parse_args(vec!["--bogus".into()], None).is_err());
+    }
+}

@@ -1,0 +1,728 @@
+//! The RHEL world's composer: a client for osbuild-composer's Weldr API
+//! (v1, the routes composer-cli and the web console use) over its unix
+//! socket, `/run/weldr/api.socket`, speaking minimal HTTP/1.1 by hand (one
+//! request per connection, `Content-Length` or chunked bodies), so no HTTP
+//! crate with unix-socket support is needed.
+//!
+//! A compose: push the blueprint (`POST /api/v1/blueprints/new`, TOML),
+//! depsolve it (`GET /api/v1/blueprints/depsolve/NAME`: the resolved NEVRAs
+//! are recorded with the artifact; composer is not hermetic, so keys cannot
+//! include them up front and a drift shows in `image info`), adopt an
+//! existing compose of the same blueprint name and version from the queue or
+//! the finished list (so a killed `xtask` picks up its compose instead of
+//! starting another), else start one (`POST /api/v1/compose`, `edge-commit`
+//! with `ostree: {ref, parent, url}`), poll its status until FINISHED or
+//! FAILED (bounded), download the tarball streaming with sha256 computed on
+//! the way, and read the commit id from its `compose.json`. On FAILED the
+//! logs (`GET /api/v1/compose/logs/UUID`, a tar) are fetched and their tail
+//! shown. Requests that time out (composer answers slowly while it builds its
+//! metadata cache) are retried with backoff, a bounded number of times.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, BufRead, BufReader, Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::{ComposeBackend, ComposeRequest, ComposeResult};
+use crate::{blueprint::Blueprint, progress::Progress};
+
+/// Where osbuild-composer's socket unit listens.
+pub const DEFAULT_SOCKET: &str = "/run/weldr/api.socket";
+
+/// How the client talks to composer; tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct WeldrConfig {
+    pub socket: PathBuf,
+    /// Per read or write on the socket.
+    pub request_timeout: Duration,
+    /// Attempts for a request that times out (the first may be slow while
+    /// composer builds its metadata cache).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each time.
+    pub retry_backoff: Duration,
+    pub poll_interval: Duration,
+    /// Give up waiting for a compose after this long (it keeps running in
+    /// composer; the next run adopts it).
+    pub compose_timeout: Duration,
+    /// Where the client records the composes it started (UUID, ref, parent),
+    /// so adoption can tell its own composes apart. `None`: no record.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Composes through osbuild-composer.
+#[derive(Debug, Clone)]
+pub struct WeldrComposer {
+    pub config: WeldrConfig,
+}
+
+/// The low-level API client.
+#[derive(Debug, Clone)]
+pub struct WeldrClient {
+    config: WeldrConfig,
+}
+
+/// The `ostree` options of a compose request, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OstreeOptions {
+    #[serde(rename = "ref")]
+    pub ostree_ref: String,
+    /// A commit id (64 hex) or a ref in the repo at `url`.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub parent: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub url: String,
+}
+
+/// One compose as the queue, finished and status routes list it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComposeEntry {
+    pub id: String,
+    pub blueprint: String,
+    pub version: String,
+    pub compose_type: String,
+    /// WAITING, RUNNING, FINISHED or FAILED.
+    pub queue_status: String,
+    #[serde(default)]
+    pub job_created: f64,
+    #[serde(default)]
+    pub job_started: Option<f64>,
+    #[serde(default)]
+    pub job_finished: Option<f64>,
+}
+
+/// What this client remembers about a compose it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StartedRecord {
+    uuid: String,
+    image: String,
+    blueprint: String,
+    version: String,
+    ostree: OstreeOptions,
+    started_unix: u64,
+}
+
+/// Why a request failed, for the callers that branch on it.
+#[derive(Debug)]
+enum RequestError {
+    /// No answer within the timeout: worth retrying.
+    TimedOut(String),
+    /// Anything else, already explained.
+    Failed(anyhow::Error),
+}
+
+/// An HTTP response whose body is still on the socket.
+struct Response {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Box<dyn Read>,
+}
+
+impl Default for WeldrConfig {
+    fn default() -> WeldrConfig {
+        WeldrConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            request_timeout: Duration::from_secs(120),
+            max_attempts: 5,
+            retry_backoff: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(10),
+            compose_timeout: Duration::from_secs(3 * 3600),
+            state_dir: None,
+        }
+    }
+}
+
+thread_local! {
+    /// A config set by `WeldrConfig::scoped` for the stages run on this thread.
+    static SCOPED_CONFIG: std::cell::RefCell<Option<WeldrConfig>> = const { std::cell::RefCell::new(None) };
+}
+
+impl WeldrConfig {
+    /// The default, with the socket from `EDGELAB_WELDR_SOCKET` when set.
+    pub fn from_env() -> WeldrConfig {
+        let mut config = WeldrConfig::default();
+        if let Some(socket) = std::env::var_os("EDGELAB_WELDR_SOCKET") {
+            config.socket = PathBuf::from(socket);
+        }
+        config
+    }
+
+    /// What the `compose` stage uses: the scoped config of this thread, if
+    /// any, else `from_env`.
+    pub fn current() -> WeldrConfig {
+        SCOPED_CONFIG.with(|scoped| scoped.borrow().clone()).unwrap_or_else(WeldrConfig::from_env)
+    }
+
+    /// Runs `f` with `self` as the config of the stages it runs on this
+    /// thread (the runner runs stages on the caller's thread). Tests use it
+    /// to point the stage at a fake composer without process-wide state.
+    pub fn scoped<T>(self, f: impl FnOnce() -> T) -> T {
+        let previous = SCOPED_CONFIG.with(|scoped| scoped.borrow_mut().replace(self));
+        let result = f();
+        SCOPED_CONFIG.with(|scoped| *scoped.borrow_mut() = previous);
+        result
+    }
+}
+
+impl ComposeBackend for WeldrComposer {
+    fn name(&self) -> &'static str {
+        "weldr"
+    }
+
+    fn compose(&self, request: &ComposeRequest, out: &Path, progress: &Progress) -> anyhow::Result<ComposeResult> {
+        let ostree = ostree_options(request)?;
+        let blueprint: Blueprint = serde_json::from_value(request.blueprint.clone())
+            .with_context(|| format!("image `{}`: the blueprint to compose is not a valid blueprint", request.image))?;
+        let client = WeldrClient::new(self.config.clone());
+        let what = format!("image `{}` (blueprint {} {})", request.image, blueprint.name, blueprint.version);
+
+        client.push_blueprint(&blueprint).with_context(|| format!("{what}: pushing the blueprint"))?;
+        let packages = client.depsolve(&blueprint.name).with_context(|| format!("{what}: depsolving"))?;
+        progress.note(&format!("{what}: {} packages after depsolve", packages.len()));
+
+        let uuid = match client
+            .find_existing(&blueprint, &ostree)
+            .with_context(|| format!("{what}: reading the queue"))?
+        {
+            Some(entry) => {
+                progress
+                    .note(&format!("{what}: adopting compose {} ({}) started earlier", entry.id, entry.queue_status));
+                entry.id
+            }
+            None => {
+                let uuid = client
+                    .start_compose(request, &blueprint, &ostree)
+                    .with_context(|| format!("{what}: starting the compose"))?;
+                progress.note(&format!("{what}: compose {uuid} started"));
+                uuid
+            }
+        };
+        let finished = client.wait(&uuid, progress)?;
+        if finished.queue_status == "FAILED" {
+            let tail =
+                client.logs_tail(&uuid, 25).unwrap_or_else(|err| format!("(its logs could not be fetched: {err:#})"));
+            bail!("{what}: compose {uuid} FAILED; last lines of its log:\n{tail}");
+        }
+        let tarball = out.join(format!("{}-commit.tar", request.image));
+        let tarball_sha256 =
+            client.download_image(&uuid, &tarball).with_context(|| format!("{what}: downloading compose {uuid}"))?;
+        let compose_json = read_compose_json(&tarball)?;
+        let commit = compose_json
+            .get("ostree-commit")
+            .and_then(Value::as_str)
+            .filter(|commit| is_commit_id(commit))
+            .with_context(|| format!("{what}: compose.json in {} has no valid `ostree-commit`", tarball.display()))?
+            .to_string();
+        Ok(ComposeResult { tarball, commit, tarball_sha256, compose_json, backend_id: uuid, packages })
+    }
+}
+
+/// The `ostree` options for `request`, with composer's parent rules checked
+/// before anything is submitted: a parent needs a URL to fetch it from; a
+/// 64-hex parent is a commit id, anything else a ref in the repo at the URL.
+pub fn ostree_options(request: &ComposeRequest) -> anyhow::Result<OstreeOptions> {
+    if request.ostree_ref.trim().is_empty() {
+        bail!("image `{}`: the compose has no OSTree ref", request.image);
+    }
+    let parent = request.parent_commit.clone().unwrap_or_default();
+    let url = request.parent_url.clone().unwrap_or_default();
+    if !parent.is_empty() && url.is_empty() {
+        bail!(
+            "image `{}` has parent {} but no URL to fetch it from: composer needs `ostree.url` with a parent \
+             (the lab's served repo URL; is the file server configured?)",
+            request.image,
+            parent_kind(&parent)
+        );
+    }
+    let is_http = url.starts_with("http://") || url.starts_with("https://");
+    if !url.is_empty() && !is_http {
+        bail!("image `{}`: parent URL `{url}` is not an http(s) URL", request.image);
+    }
+    if url.contains("${") {
+        bail!(
+            "image `{}`: parent URL `{url}` still has a placeholder: set `network host-address` in lab.kdl",
+            request.image
+        );
+    }
+    Ok(OstreeOptions { ostree_ref: request.ostree_ref.clone(), parent, url })
+}
+
+/// Is `text` an OSTree commit id (64 lowercase hex)?
+pub fn is_commit_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Reads `compose.json` out of an edge-commit tarball.
+pub fn read_compose_json(tarball: &Path) -> anyhow::Result<Value> {
+    let file = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().with_context(|| format!("reading {}", tarball.display()))? {
+        let mut entry = entry.with_context(|| format!("reading {}", tarball.display()))?;
+        let path = entry.path()?.into_owned();
+        if path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .eq([std::path::Component::Normal("compose.json".as_ref())])
+        {
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            return serde_json::from_str(&text)
+                .with_context(|| format!("parsing compose.json in {}", tarball.display()));
+        }
+    }
+    bail!("{} has no compose.json: not an edge-commit tarball", tarball.display())
+}
+
+impl WeldrClient {
+    pub fn new(config: WeldrConfig) -> WeldrClient {
+        WeldrClient { config }
+    }
+
+    /// `GET /api/status`: composer's API and build.
+    pub fn status(&self) -> anyhow::Result<Value> {
+        self.get_json("/api/status")
+    }
+
+    /// `POST /api/v1/blueprints/new` with the blueprint as TOML.
+    pub fn push_blueprint(&self, blueprint: &Blueprint) -> anyhow::Result<()> {
+        let body = blueprint.to_toml();
+        let reply = self.send_json("POST", "/api/v1/blueprints/new", Some(("text/x-toml", body.as_bytes())))?;
+        expect_status_true(&reply, "POST /api/v1/blueprints/new")
+    }
+
+    /// `GET /api/v1/blueprints/depsolve/NAME`: the resolved packages as
+    /// sorted NEVRAs (`name-[epoch:]version-release.arch`).
+    pub fn depsolve(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let reply = self.get_json(&format!("/api/v1/blueprints/depsolve/{name}"))?;
+        if let Some(errors) = reply.get("errors").and_then(Value::as_array).filter(|errors| !errors.is_empty()) {
+            bail!("composer could not depsolve blueprint `{name}`: {}", describe_errors(errors));
+        }
+        let entry = reply
+            .get("blueprints")
+            .and_then(Value::as_array)
+            .and_then(|list| list.first())
+            .with_context(|| format!("composer's depsolve answer has no blueprint: {reply}"))?;
+        let mut nevras: Vec<String> = entry
+            .get("dependencies")
+            .and_then(Value::as_array)
+            .map(|deps| deps.iter().map(nevra).collect())
+            .unwrap_or_default();
+        nevras.sort();
+        Ok(nevras)
+    }
+
+    /// `GET /api/v1/compose/queue` and `/finished`: every compose that is
+    /// waiting, running or finished.
+    pub fn composes(&self) -> anyhow::Result<Vec<ComposeEntry>> {
+        let queue = self.get_json("/api/v1/compose/queue")?;
+        let finished = self.get_json("/api/v1/compose/finished")?;
+        let mut entries = Vec::new();
+        for list in [queue.get("new"), queue.get("run"), finished.get("finished")].into_iter().flatten() {
+            entries.extend(
+                serde_json::from_value::<Vec<ComposeEntry>>(list.clone()).context("reading composer's compose list")?,
+            );
+        }
+        Ok(entries)
+    }
+
+    /// A waiting, running or finished edge-commit compose of this blueprint
+    /// name and version that is not known to be for other ostree options;
+    /// the newest when there are several.
+    pub fn find_existing(&self, blueprint: &Blueprint, ostree: &OstreeOptions) -> anyhow::Result<Option<ComposeEntry>> {
+        let records = self.load_records();
+        let mut candidates: Vec<ComposeEntry> = self
+            .composes()?
+            .into_iter()
+            .filter(|entry| {
+                entry.blueprint == blueprint.name
+                    && entry.version == blueprint.version
+                    && entry.compose_type == "edge-commit"
+            })
+            .filter(|entry| match records.iter().find(|record| record.uuid == entry.id) {
+                Some(record) => &record.ostree == ostree,
+                // Not started by this store (or the record was lost when the
+                // process was killed right after starting it): same blueprint
+                // version, so the same content.
+                None => true,
+            })
+            .collect();
+        candidates.sort_by(|a, b| a.job_created.total_cmp(&b.job_created));
+        Ok(candidates.pop())
+    }
+
+    /// `POST /api/v1/compose`; returns the compose UUID. A start that times
+    /// out is not blindly repeated: composer may have queued it, so the queue
+    /// is read again first.
+    pub fn start_compose(
+        &self,
+        request: &ComposeRequest,
+        blueprint: &Blueprint,
+        ostree: &OstreeOptions,
+    ) -> anyhow::Result<String> {
+        let mut body = json!({
+            "blueprint_name": blueprint.name,
+            "compose_type": "edge-commit",
+            "branch": "master",
+            "ostree": ostree,
+        });
+        if ostree.parent.is_empty() && ostree.url.is_empty() {
+            body["ostree"] = json!({ "ref": ostree.ostree_ref });
+        }
+        let body = serde_json::to_vec(&body)?;
+        let mut attempt = 1;
+        let reply = loop {
+            match self.request_once("POST", "/api/v1/compose", Some(("application/json", &body))) {
+                Ok(response) => break read_json(response, "POST /api/v1/compose")?,
+                Err(RequestError::Failed(err)) => return Err(err),
+                Err(RequestError::TimedOut(why)) => {
+                    if let Some(entry) = self.find_existing(blueprint, ostree)? {
+                        self.record(request, blueprint, ostree, &entry.id);
+                        return Ok(entry.id);
+                    }
+                    if attempt >= self.config.max_attempts {
+                        bail!("composer did not answer POST /api/v1/compose after {attempt} attempts: {why}");
+                    }
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                }
+            }
+        };
+        if reply.get("status").and_then(Value::as_bool) != Some(true) {
+            bail!("composer refused the compose: {}", describe_reply(&reply));
+        }
+        let uuid = reply
+            .get("build_id")
+            .and_then(Value::as_str)
+            .with_context(|| format!("composer's compose answer has no build_id: {reply}"))?
+            .to_string();
+        self.record(request, blueprint, ostree, &uuid);
+        Ok(uuid)
+    }
+
+    /// `GET /api/v1/compose/status/UUID`.
+    pub fn compose_status(&self, uuid: &str) -> anyhow::Result<ComposeEntry> {
+        let reply = self.get_json(&format!("/api/v1/compose/status/{uuid}"))?;
+        let entries: Vec<ComposeEntry> = serde_json::from_value(reply.get("uuids").cloned().unwrap_or(json!([])))
+            .context("reading compose status")?;
+        entries
+            .into_iter()
+            .find(|entry| entry.id == uuid)
+            .with_context(|| format!("composer does not know compose {uuid}"))
+    }
+
+    /// Polls until the compose is FINISHED or FAILED, noting each change.
+    pub fn wait(&self, uuid: &str, progress: &Progress) -> anyhow::Result<ComposeEntry> {
+        let started = Instant::now();
+        let mut last_status = String::new();
+        let mut last_note = Instant::now();
+        loop {
+            let entry = self.compose_status(uuid)?;
+            if entry.queue_status != last_status || last_note.elapsed() > Duration::from_secs(60) {
+                progress.note(&format!("compose {uuid}: {} ({:.0?})", entry.queue_status, started.elapsed()));
+                last_status = entry.queue_status.clone();
+                last_note = Instant::now();
+            }
+            match entry.queue_status.as_str() {
+                "FINISHED" | "FAILED" => return Ok(entry),
+                _ => {}
+            }
+            if started.elapsed() > self.config.compose_timeout {
+                bail!(
+                    "compose {uuid} is still {} after {:.0?}; it keeps running in composer and the next run adopts it",
+                    entry.queue_status,
+                    self.config.compose_timeout
+                );
+            }
+            std::thread::sleep(self.config.poll_interval);
+        }
+    }
+
+    /// `GET /api/v1/compose/image/UUID` streamed to `path`; returns its sha256.
+    pub fn download_image(&self, uuid: &str, path: &Path) -> anyhow::Result<String> {
+        let path_str = format!("/api/v1/compose/image/{uuid}");
+        let response = self.request_retrying("GET", &path_str, None)?;
+        if response.status != 200 {
+            let reply = read_json(response, &path_str)?;
+            bail!("composer refused the download: {}", describe_reply(&reply));
+        }
+        let expected_len = response.headers.get("content-length").and_then(|len| len.parse::<u64>().ok());
+        let mut body = response.body;
+        let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n_bytes = 0u64;
+        loop {
+            let n = body.read(&mut buf).with_context(|| format!("reading the image of compose {uuid}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n]).with_context(|| format!("writing {}", path.display()))?;
+            n_bytes += n as u64;
+        }
+        file.sync_all()?;
+        if let Some(expected) = expected_len
+            && expected != n_bytes
+        {
+            bail!("the image of compose {uuid} was cut short: {n_bytes} of {expected} bytes");
+        }
+        Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    }
+
+    /// `GET /api/v1/compose/logs/UUID` (a tar): the last `n_lines` lines of
+    /// each log in it.
+    pub fn logs_tail(&self, uuid: &str, n_lines: usize) -> anyhow::Result<String> {
+        let path = format!("/api/v1/compose/logs/{uuid}");
+        let response = self.request_retrying("GET", &path, None)?;
+        if response.status != 200 {
+            let reply = read_json(response, &path)?;
+            bail!("{}", describe_reply(&reply));
+        }
+        let mut archive = tar::Archive::new(response.body);
+        let mut out = String::new();
+        for entry in archive.entries().context("reading the logs tar")? {
+            let mut entry = entry.context("reading the logs tar")?;
+            let name = entry.path()?.display().to_string();
+            let mut text = String::new();
+            entry.read_to_string(&mut text).ok();
+            let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+            out.push_str(&format!("  == {name}\n"));
+            for line in &lines[lines.len().saturating_sub(n_lines)..] {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.send_json("GET", path, None)
+    }
+
+    fn send_json(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> anyhow::Result<Value> {
+        let response = self.request_retrying(method, path, body)?;
+        read_json(response, &format!("{method} {path}"))
+    }
+
+    /// A request that is retried with backoff while composer does not
+    /// answer in time; only for requests that are safe to repeat.
+    fn request_retrying(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> anyhow::Result<Response> {
+        let mut attempt = 1;
+        loop {
+            match self.request_once(method, path, body) {
+                Ok(response) => return Ok(response),
+                Err(RequestError::Failed(err)) => return Err(err),
+                Err(RequestError::TimedOut(why)) if attempt < self.config.max_attempts => {
+                    let wait = self.backoff(attempt);
+                    tracing::warn!("{why}; composer may be building its metadata cache, retrying in {wait:?}");
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                Err(RequestError::TimedOut(why)) => {
+                    bail!("composer did not answer {method} {path} after {attempt} attempts: {why}")
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.config.retry_backoff * 2u32.saturating_pow(attempt.saturating_sub(1)).min(64)
+    }
+
+    fn request_once(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<Response, RequestError> {
+        let socket = &self.config.socket;
+        let stream = UnixStream::connect(socket).map_err(|err| RequestError::Failed(connect_error(socket, err)))?;
+        let timeout = Some(self.config.request_timeout);
+        stream
+            .set_read_timeout(timeout)
+            .and_then(|()| stream.set_write_timeout(timeout))
+            .map_err(|err| RequestError::Failed(err.into()))?;
+        let io_error = |err: io::Error| match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                RequestError::TimedOut(format!("no answer to {method} {path} within {:?}", self.config.request_timeout))
+            }
+            _ => RequestError::Failed(anyhow::anyhow!("{method} {path} on {}: {err}", socket.display())),
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: */*\r\n");
+        if let Some((content_type, bytes)) = body {
+            head.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", bytes.len()));
+        }
+        head.push_str("\r\n");
+        let mut writer = &stream;
+        writer.write_all(head.as_bytes()).map_err(io_error)?;
+        if let Some((_, bytes)) = body {
+            writer.write_all(bytes).map_err(io_error)?;
+        }
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader.read_line(&mut status_line).map_err(io_error)?;
+        let status =
+            status_line.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok()).ok_or_else(|| {
+                RequestError::Failed(anyhow::anyhow!("{method} {path}: not an HTTP answer: {status_line:?}"))
+            })?;
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).map_err(io_error)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        let chunked = headers.get("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+        let body: Box<dyn Read> = match headers.get("content-length").and_then(|len| len.parse::<u64>().ok()) {
+            _ if chunked => Box::new(Chunked { inner: reader, remaining: 0, done: false }),
+            Some(len) => Box::new(reader.take(len)),
+            None => Box::new(reader),
+        };
+        Ok(Response { status, headers, body })
+    }
+
+    fn load_records(&self) -> Vec<StartedRecord> {
+        let Some(dir) = &self.config.state_dir else {
+            return vec![];
+        };
+        std::fs::read(dir.join("composes.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Remembers a started compose; losing this record only makes adoption
+    /// less picky, so a failure to write it is not an error.
+    fn record(&self, request: &ComposeRequest, blueprint: &Blueprint, ostree: &OstreeOptions, uuid: &str) {
+        let Some(dir) = &self.config.state_dir else {
+            return;
+        };
+        let mut records = self.load_records();
+        records.retain(|record| record.uuid != uuid);
+        records.push(StartedRecord {
+            uuid: uuid.to_string(),
+            image: request.image.clone(),
+            blueprint: blueprint.name.clone(),
+            version: blueprint.version.clone(),
+            ostree: ostree.clone(),
+            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        });
+        let path = dir.join("composes.json");
+        let tmp = dir.join(format!("composes.json.tmp.{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(&records).unwrap_or_default()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(err) = written {
+            tracing::warn!("could not record compose {uuid} in {}: {err}", path.display());
+        }
+    }
+}
+
+/// Decodes `Transfer-Encoding: chunked`.
+struct Chunked<R> {
+    inner: R,
+    remaining: u64,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.remaining == 0 {
+            let mut line = String::new();
+            self.inner.read_line(&mut line)?;
+            let size = line.trim().split(';').next().unwrap_or("");
+            self.remaining = u64::from_str_radix(size, 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+            if self.remaining == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.remaining as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
+        }
+        self.remaining -= n as u64;
+        if self.remaining == 0 {
+            let mut crlf = String::new();
+            self.inner.read_line(&mut crlf)?;
+        }
+        Ok(n)
+    }
+}
+
+/// What a connect failure means for the user.
+fn connect_error(socket: &Path, err: io::Error) -> anyhow::Error {
+    match err.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+            "osbuild-composer is not running (no answer on {}: {err}): systemctl enable --now osbuild-composer.socket",
+            socket.display()
+        ),
+        io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "permission denied on {}: only root and the `weldr` group may use composer: \
+             usermod -a -G weldr $USER (then log in again)",
+            socket.display()
+        ),
+        _ => anyhow::anyhow!("connecting to osbuild-composer at {}: {err}", socket.display()),
+    }
+}
+
+fn read_json(mut response: Response, what: &str) -> anyhow::Result<Value> {
+    let mut text = String::new();
+    response.body.read_to_string(&mut text).with_context(|| format!("reading composer's answer to {what}"))?;
+    let value: Value = serde_json::from_str(&text)
+        .with_context(|| format!("composer's answer to {what} (HTTP {}) is not JSON: {text:.200}", response.status))?;
+    if response.status != 200 {
+        bail!("composer refused {what} (HTTP {}): {}", response.status, describe_reply(&value));
+    }
+    Ok(value)
+}
+
+fn expect_status_true(reply: &Value, what: &str) -> anyhow::Result<()> {
+    match reply.get("status").and_then(Value::as_bool) {
+        Some(true) => Ok(()),
+        _ => bail!("composer refused {what}: {}", describe_reply(reply)),
+    }
+}
+
+/// `{"status": false, "errors": [{"id": ..., "msg": ...}]}` as a sentence.
+fn describe_reply(reply: &Value) -> String {
+    match reply.get("errors").and_then(Value::as_array) {
+        Some(errors) if !errors.is_empty() => describe_errors(errors),
+        _ => reply.to_string(),
+    }
+}
+
+fn describe_errors(errors: &[Value]) -> String {
+    errors
+        .iter()
+        .map(|error| {
+            let id = error.get("id").and_then(Value::as_str).unwrap_or("error");
+            let msg = error.get("msg").and_then(Value::as_str).unwrap_or("");
+            format!("{id}: {msg}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `name-[epoch:]version-release.arch` of a depsolved package.
+fn nevra(package: &Value) -> String {
+    let field = |name: &str| package.get(name).and_then(Value::as_str).unwrap_or("");
+    let epoch = package.get("epoch").and_then(Value::as_u64).unwrap_or(0);
+    let epoch = if epoch == 0 { String::new() } else { format!("{epoch}:") };
+    format!("{}-{epoch}{}-{}.{}", field("name"), field("version"), field("release"), field("arch"))
+}
+
+fn parent_kind(parent: &str) -> String {
+    if is_commit_id(parent) { format!("commit {}", &parent[..12]) } else { format!("ref `{parent}`") }
+}

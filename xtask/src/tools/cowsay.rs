@@ -1,0 +1,10 @@
+//! cowsay: the tux saying the demo app's v2 message. Debian installs it in
+//! /usr/games, which `tools::which` searches.
+
+use super::Cmd;
+
+/// `cowsay -f FIGURE TEXT`.
+pub fn say(figure: &str, text: &str) -> anyhow::Result<String> {
+    let program = super::require("cowsay")?;
+    Ok(Cmd::new(program).args(["-f", figure]).arg(text).run()?.stdout)
+}

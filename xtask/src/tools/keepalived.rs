@@ -1,0 +1,20 @@
+//! keepalived's own configuration check (`keepalived -t -f FILE`, Debian's
+//! 2.2 has it as `--config-test`). keepalived rejects a VRRP instance on an
+//! interface the machine does not have, and the guest's NIC is not the
+//! host's; so the check runs in a private network namespace (`unshare -rn`,
+//! no root needed) that has an interface of that name.
+
+use std::path::Path;
+
+use super::Cmd;
+
+/// Checks `config` as a guest whose VRRP interface is `interface` would.
+pub fn config_test(config: &Path, interface: &str) -> anyhow::Result<()> {
+    for program in ["keepalived", "unshare", "ip"] {
+        super::require(program)?;
+    }
+    // A veth pair: dummy interfaces need a kernel module containers may lack.
+    let script = r#"ip link add "$1" type veth peer name edgelab-peer && exec keepalived --config-test -f "$2""#;
+    Cmd::new("unshare").args(["-rn", "sh", "-c", script, "sh", interface]).arg(config).run()?;
+    Ok(())
+}

@@ -26,16 +26,22 @@ const PASS_CHECK: &str = "#!/bin/sh\nexit 0\n";
 fn three_failed_health_checks_fall_back_and_make_it_permanent() {
     let lab = TestLab::new("fallback");
     let (served, v1) = image::served_copy(lab.dir());
-    let (v2, disk) = lab.install_with_update(&served, &v1, "v2-refused", &[(
-        "usr/etc/greenboot/check/required.d/50-refuse-upgrade.sh",
-        FAIL_CHECK,
-    )]);
+    let (v2, disk) = lab.install_with_update(
+        &served,
+        &v1,
+        "v2-refused",
+        &[("usr/etc/greenboot/check/required.d/50-refuse-upgrade.sh", FAIL_CHECK)],
+    );
 
     let launcher = lab.start_launcher(&disk);
-    let boots = lab.wait_for_boots(Duration::from_secs(1500), |boots| boots.iter().any(|boot| boot.fallback && boot.healthy));
+    let boots =
+        lab.wait_for_boots(Duration::from_secs(1500), |boots| boots.iter().any(|boot| boot.fallback && boot.healthy));
     lab.destroy(launcher);
 
-    let summary: Vec<String> = boots.iter().map(|boot| format!("{} fallback={} healthy={}", short(&boot.deployment), boot.fallback, boot.healthy)).collect();
+    let summary: Vec<String> = boots
+        .iter()
+        .map(|boot| format!("{} fallback={} healthy={}", short(&boot.deployment), boot.fallback, boot.healthy))
+        .collect();
     let expected: Vec<String> = vec![
         format!("{} fallback=false healthy=false", short(&v2)),
         format!("{} fallback=false healthy=false", short(&v2)),
@@ -57,10 +63,12 @@ fn three_failed_health_checks_fall_back_and_make_it_permanent() {
 fn a_passing_health_check_keeps_the_new_deployment() {
     let lab = TestLab::new("keep");
     let (served, v1) = image::served_copy(lab.dir());
-    let (v2, disk) = lab.install_with_update(&served, &v1, "v2-accepted", &[(
-        "usr/etc/greenboot/check/required.d/50-accept-upgrade.sh",
-        PASS_CHECK,
-    )]);
+    let (v2, disk) = lab.install_with_update(
+        &served,
+        &v1,
+        "v2-accepted",
+        &[("usr/etc/greenboot/check/required.d/50-accept-upgrade.sh", PASS_CHECK)],
+    );
 
     let launcher = lab.start_launcher(&disk);
     let boots = lab.wait_for_boots(Duration::from_secs(900), |boots| {
@@ -86,6 +94,38 @@ fn a_passing_health_check_keeps_the_new_deployment() {
     assert_eq!(entries.len(), 2, "v2 and v1 both stay deployed");
 }
 
+#[test]
+fn the_lab_network_is_made_owned_and_removed() {
+    use edgelab::{guests::netns, tools::ip};
+    let lab = TestLab::new("network");
+    let parsed = edgelab::lab::parse_lab_file(&lab.dir().join("lab.kdl")).unwrap();
+    let parsed = edgelab::graph::resolve_network(&edgelab::graph::resolve_backends(&parsed, false), None).unwrap();
+    let segment = netns::segment(&parsed);
+    assert_eq!(segment.host.to_string(), "10.88.0.1/24");
+    assert_eq!(segment.vip.to_string(), "10.88.0.100/24");
+    assert_eq!(segment.port("edge-test").unwrap().address.to_string(), "10.88.0.11/24");
+
+    // A crashed run's leftover: the namespace exists, half made.
+    if ip::netns_exists(&segment.netns) {
+        ip::delete_netns(&segment.netns).unwrap();
+    }
+    ip::add_netns(&segment.netns).unwrap();
+    assert!(!netns::is_up(&segment));
+    netns::up(&lab.store, &segment).unwrap();
+    assert!(netns::is_up(&segment), "the bridge and taps after `up`");
+    assert_eq!(ip::addresses(&segment.netns, &segment.bridge).unwrap(), vec!["10.88.0.1/24".to_string()]);
+    assert!(ip::link_exists(&segment.netns, "edgetap0"));
+    // A second `up` changes nothing.
+    netns::up(&lab.store, &segment).unwrap();
+    // The lab's addresses exist inside the namespace only.
+    let host_view = edgelab::tools::Cmd::new("ip").args(["-4", "-o", "addr"]).run().unwrap().stdout;
+    assert!(!host_view.contains("10.88.0.1/24"), "the lab address leaked to the host: {host_view}");
+
+    assert_eq!(netns::down(&lab.store).unwrap(), Some(segment.netns.clone()));
+    assert!(!ip::netns_exists(&segment.netns));
+    assert_eq!(netns::down(&lab.store).unwrap(), None, "down twice removes nothing more");
+}
+
 /// A store and lab file in a temporary folder, with one guest `edge-test`.
 struct TestLab {
     tmp: tempfile::TempDir,
@@ -97,7 +137,7 @@ impl TestLab {
         // Same file system as the cache, so copies can reflink.
         let tmp = tempfile::Builder::new().prefix(&format!("edgelab-guests-{name}-")).tempdir_in("/var/tmp").unwrap();
         let lab = format!(
-            "lab \"guest-test\" {{\n    backend \"local\"\n}}\nnetwork {{\n    namespace \"edgelab-test-{}\"\n}}\n\
+            "lab \"guest-test\" {{\n    backend \"local\"\n}}\nnetwork {{\n    namespace \"edgelab-test-{name}-{}\"\n}}\n\
              image \"v1\" type=\"edge-commit\" blueprint=\"RFE\" ref=\"{}\"\nblueprint \"RFE\" file=\"RFE.toml\"\n\
              kickstart template=\"edge.ks.in\" image=\"v1\" user=\"core\"\n\
              guest \"edge-test\" role=\"primary\" vrrp-state=\"MASTER\" priority=255 {{\n    memory \"1GiB\"\n    vcpus 2\n}}\n",
@@ -123,13 +163,7 @@ impl TestLab {
     /// commits `files` on top and deploys that as the pending upgrade, as
     /// the guest's update staging would. Returns the upgrade's commit and
     /// the pristine disk.
-    fn install_with_update(
-        &self,
-        served: &Path,
-        v1: &str,
-        subject: &str,
-        files: &[(&str, &str)],
-    ) -> (String, PathBuf) {
+    fn install_with_update(&self, served: &Path, v1: &str, subject: &str, files: &[(&str, &str)]) -> (String, PathBuf) {
         let started = Instant::now();
         let server = pull_server::start(served, &self.dir().join("file-server.log")).unwrap();
         let spec = installer::InstallSpec {

@@ -305,7 +305,8 @@ fn write_network(network: &StaticNetwork, etc: &Path) -> anyhow::Result<()> {
 }
 
 fn append(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! bridge inside it carrying the lab host's address, and a tap per guest.
 //!
 //! When the lab leaves `host-address` as `auto`, the local world uses the
-//! fixed subnet 10.88.0.0/24 with the host at 10.88.0.1, guests from .2 and
-//! the VIP at .100. These addresses exist only inside the namespace: nothing
+//! fixed subnet 10.88.0.0/24 (`graph::LOCAL_LAB_SEGMENT`, resolved when the
+//! lab is loaded) with the host at 10.88.0.1, guests from .11 and the VIP at
+//! .100. These addresses exist only inside the namespace: nothing
 //! is routed or bridged to the host's interfaces, so no traffic leaves it.
 //! What `up` created is recorded in run state (`network.json`), so `down`
 //! removes exactly that, and a crashed run's leftovers are found by name and
@@ -19,9 +20,6 @@ use crate::{
     store::Store,
     tools::ip,
 };
-
-/// The local world's lab subnet when the lab says `host-address "auto"`.
-pub const LOCAL_HOST_ADDRESS: Ipv4Cidr = Ipv4Cidr { addr: Ipv4Addr::new(10, 88, 0, 1), prefix: 24 };
 
 /// Addresses and names on the lab segment, resolved for the local world.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +48,12 @@ pub struct NetworkRecord {
 
 const RECORD: &str = "network.json";
 
-/// The local world's segment for `lab` (pure).
+/// The local world's segment for `lab` (pure); `auto` values are resolved
+/// as `graph::resolve_network` resolves them.
 pub fn segment(lab: &Lab) -> Segment {
     let host = match lab.network.host_address {
         Auto::Given(cidr) => cidr,
-        Auto::Auto => LOCAL_HOST_ADDRESS,
+        Auto::Auto => crate::graph::LOCAL_LAB_SEGMENT,
     };
     let vip = match lab.network.vip {
         Auto::Given(cidr) => cidr,
@@ -67,7 +66,7 @@ pub fn segment(lab: &Lab) -> Segment {
         .map(|(idx, guest)| {
             let addr = match guest.address {
                 Auto::Given(addr) => addr,
-                Auto::Auto => Ipv4Addr::from(u32::from(host.addr) + 1 + idx as u32),
+                Auto::Auto => Ipv4Addr::from(u32::from(host.addr) + 10 + idx as u32),
             };
             let [_, b, c, d] = addr.octets();
             GuestPort {

@@ -119,7 +119,9 @@ fn local_files(ctx: &StageCtx) -> anyhow::Result<PathBuf> {
     for (sub, dest) in [("bin", "etc/edgelab/bin"), ("units", "etc/systemd/system")] {
         let dest = tree.join(dest);
         std::fs::create_dir_all(&dest)?;
-        for entry in std::fs::read_dir(source.join(sub)).with_context(|| format!("reading {}/{sub}", source.display()))? {
+        for entry in
+            std::fs::read_dir(source.join(sub)).with_context(|| format!("reading {}/{sub}", source.display()))?
+        {
             let entry = entry?;
             std::fs::copy(entry.path(), dest.join(entry.file_name()))
                 .with_context(|| format!("copying {}", entry.path().display()))?;

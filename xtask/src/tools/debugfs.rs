@@ -84,7 +84,9 @@ pub fn replay_journal(image: &Path) -> anyhow::Result<()> {
     // 0: clean, 1: errors corrected (the journal was replayed).
     match out.status.code() {
         Some(0 | 1) => Ok(()),
-        _ => anyhow::bail!("{}", super::failure_message(&format!("e2fsck -E journal_only -p {}", image.display()), &out)),
+        _ => {
+            anyhow::bail!("{}", super::failure_message(&format!("e2fsck -E journal_only -p {}", image.display()), &out))
+        }
     }
 }
 

@@ -17,8 +17,7 @@ pub const OSTREE_REF: &str = "rhel/8/x86_64/edge";
 const CACHE: &str = "/var/tmp/edgelab-guests-cache";
 /// Bump when the recipe below changes what it builds.
 const RECIPE: &str = "1";
-const PACKAGES: &str =
-    "systemd,systemd-sysv,udev,linux-image-cloud-amd64,dracut,ostree,ostree-boot,iproute2,busybox,procps,curl,keepalived,kmod";
+const PACKAGES: &str = "systemd,systemd-sysv,udev,linux-image-cloud-amd64,dracut,ostree,ostree-boot,iproute2,busybox,procps,curl,keepalived,kmod";
 
 /// The cached archive repo holding the base commit on `OSTREE_REF`.
 pub fn base_repo() -> PathBuf {
@@ -75,8 +74,10 @@ fn build_base(cache: &Path, repo_dir: &Path) {
         eprintln!("building the guest rootfs with mmdebstrap (about 5 minutes, cached in {CACHE})");
         run(Cmd::new("mmdebstrap")
             .args(["--variant=minbase", "--mode=root", &format!("--include={PACKAGES}")])
-            .args(["/usr/share/man/*", "/usr/share/locale/*", "/usr/share/doc/*", "/usr/share/info/*"]
-                .map(|path| format!("--dpkgopt=path-exclude={path}")))
+            .args(
+                ["/usr/share/man/*", "/usr/share/locale/*", "/usr/share/doc/*", "/usr/share/info/*"]
+                    .map(|path| format!("--dpkgopt=path-exclude={path}")),
+            )
             .args(["bookworm"])
             .arg(&partial)
             .timeout(Duration::from_secs(1800)));

@@ -97,7 +97,7 @@ pub fn ostree_arg(entry: &BootEntry) -> Option<&str> {
 /// `entries` carry the deployment each resolves to.
 pub fn choose(entries: &[(BootEntry, String)], counter: &mut BootCounter) -> Option<Choice> {
     let mut sorted: Vec<&(BootEntry, String)> = entries.iter().collect();
-    sorted.sort_by(|a, b| b.0.version.cmp(&a.0.version));
+    sorted.sort_by_key(|entry| std::cmp::Reverse(entry.0.version));
     let (default, default_deployment) = sorted.first()?;
     if counter.deployment.as_deref() != Some(default_deployment.as_str()) {
         *counter = BootCounter { deployment: Some(default_deployment.clone()), failed_boots: 0, good: false };

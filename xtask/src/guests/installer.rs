@@ -38,6 +38,9 @@ pub struct InstallSpec {
     /// The repo URL as the installer reaches it, when different.
     pub pull_url: Option<String>,
     pub ostree_ref: String,
+    /// The commit to install; `None` takes the ref's newest. The served repo
+    /// holds every image on one ref, so installing v1 names v1's commit.
+    pub commit: Option<String>,
     pub kargs: Vec<String>,
     pub config: GuestConfig,
 }
@@ -104,13 +107,22 @@ pub fn install_sysroot(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Ins
     Ok(installed)
 }
 
-/// Pulls the newest commit of `spec`'s ref and deploys it as the new default,
+/// Pulls `spec`'s commit (or its ref's newest) and deploys it as the new default,
 /// the way `ostree admin upgrade` would in the guest; /etc is carried over
 /// by ostree's three-way merge.
 pub fn pull_and_deploy(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Installed> {
-    ostree_sysroot::pull(sysroot, REMOTE_NAME, &spec.ostree_ref, spec.pull_url.as_deref())?;
+    let wanted = match &spec.commit {
+        Some(commit) => format!("{}@{commit}", spec.ostree_ref),
+        None => spec.ostree_ref.clone(),
+    };
+    ostree_sysroot::pull(sysroot, REMOTE_NAME, &wanted, spec.pull_url.as_deref())?;
     let refspec = format!("{REMOTE_NAME}:{}", spec.ostree_ref);
     let commit = ostree_sysroot::rev_parse(sysroot, &refspec)?;
+    if let Some(wanted) = &spec.commit
+        && wanted != &commit
+    {
+        bail!("pulled {} but the remote ref holds {commit}, not {wanted}", spec.ostree_ref);
+    }
     ostree_sysroot::deploy(sysroot, OS_NAME, &refspec, &spec.kargs)?;
     let deployments = ostree_sysroot::deployments(sysroot)?;
     let default = deployments.first().context("ostree admin deploy left no deployment")?;

@@ -85,9 +85,12 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
                 if console.contains(boot::HEALTHY_MARK) || console.contains(boot::RED_MARK) {
                     // Recorded at once, as greenboot writes grubenv during
                     // the boot: a guest destroyed later keeps its verdict.
-                    seconds_to_verdict = Some(started.elapsed().as_secs_f64());
-                    boot::record(&choice, boot::verdict(&console), &mut counter);
+                    let seconds = started.elapsed().as_secs_f64();
+                    seconds_to_verdict = Some(seconds);
+                    let verdict = boot::verdict(&console);
+                    boot::record(&choice, verdict, &mut counter);
                     save_counter(dir, &counter)?;
+                    append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
                 } else if started.elapsed() > timeout {
                     log(&format!("no health verdict within {timeout:?}: stopping the guest"));
                     child.kill().ok();
@@ -100,25 +103,12 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
         set_qemu_pid(dir, None)?;
         let console = read_from(&console_log, console_start);
         let verdict = boot::verdict(&console);
+        let seconds = started.elapsed().as_secs_f64();
         if seconds_to_verdict.is_none() {
             boot::record(&choice, verdict, &mut counter);
             save_counter(dir, &counter)?;
+            append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
         }
-        let seconds = started.elapsed().as_secs_f64();
-        append_boot(
-            dir,
-            &BootRecord {
-                started_unix,
-                entry: choice.entry.file.clone(),
-                deployment: choice.deployment.clone(),
-                fallback: choice.fallback,
-                healthy: verdict == Verdict::Healthy,
-                seconds_to_verdict,
-                seconds,
-                accel,
-                reason: choice.reason.clone(),
-            },
-        )?;
         log(&format!("boot ended after {seconds:.1}s ({verdict:?}, qemu {status:?})"));
 
         if console.contains(boot::POWER_OFF_MARK) {
@@ -186,6 +176,22 @@ fn set_qemu_pid(dir: &Path, pid: Option<u32>) -> anyhow::Result<()> {
     let mut state: GuestState = load_state(dir).unwrap_or_default();
     state.qemu_pid = pid;
     save_state(dir, &state)
+}
+
+/// A `boots.jsonl` line: written when the guest gives its verdict (so a
+/// healthy guest that keeps running is on record), or when a boot ends
+/// without one.
+fn boot_record(choice: &boot::Choice, verdict: Verdict, started_unix: u64, seconds: f64, accel: Accel) -> BootRecord {
+    BootRecord {
+        started_unix,
+        entry: choice.entry.file.clone(),
+        deployment: choice.deployment.clone(),
+        fallback: choice.fallback,
+        healthy: verdict == Verdict::Healthy,
+        seconds,
+        accel,
+        reason: choice.reason.clone(),
+    }
 }
 
 fn append_boot(dir: &Path, record: &BootRecord) -> anyhow::Result<()> {

@@ -50,7 +50,7 @@ pub struct GuestState {
     pub boot_timeout_s: u64,
 }
 
-/// One line of `boots.jsonl`.
+/// One line of `boots.jsonl`, per boot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootRecord {
     pub started_unix: u64,
@@ -58,7 +58,8 @@ pub struct BootRecord {
     pub deployment: String,
     pub fallback: bool,
     pub healthy: bool,
-    pub seconds_to_verdict: Option<f64>,
+    /// Seconds from qemu's start to the verdict (or to the end of a boot
+    /// that gave none).
     pub seconds: f64,
     pub accel: Accel,
     pub reason: String,

@@ -37,6 +37,11 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         remote_url: format!("http://{}:{}/repo/", segment.host.addr, ctx.lab.file_server.port),
         pull_url: None,
         ostree_ref: image.ostree_ref.clone(),
+        commit: repo
+            .extra
+            .pointer(&format!("/images/{}/commit", image.name))
+            .and_then(|it| it.as_str())
+            .map(String::from),
         kargs: installer::default_kargs(),
         config,
     };

@@ -402,8 +402,9 @@ pub fn build(lab: &Lab) -> Graph {
                     ("image", json!(lab.kickstart.image)),
                     ("disk-gib", json!(guest.disk_gib)),
                 ]),
-                files: BTreeMap::new(),
-                tools: vec!["ostree", "mkfs.ext4"],
+                // The local guest's greenboot runner and update units.
+                files: BTreeMap::from([("guest files local/".to_string(), lab.root.join("guest/local"))]),
+                tools: vec!["ostree", "mkfs.ext4", "systemctl"],
                 deps: BTreeMap::from([
                     ("kickstart".into(), kickstart),
                     ("repo".into(), StageId::new(StageKind::Repo, "served")),

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compose;
 pub mod facts;
 pub mod graph;
+pub mod guests;
 pub mod hash;
 pub mod key;
 pub mod lab;

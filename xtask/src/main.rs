@@ -26,6 +26,9 @@ enum Command {
     /// The store under artifacts/.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// A guest's console, power and life.
+    #[command(subcommand)]
+    Guest(GuestCommand),
     /// The lab's container apps.
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -58,6 +61,9 @@ enum LabCommand {
         /// Only these stages and what they need (`compose v2`, `v2`).
         #[arg(long, num_args = 1..)]
         only: Vec<String>,
+        /// Replace these guests' disks with their newest install (local world).
+        #[arg(long, value_name = "GUEST")]
+        reinstall: Vec<String>,
     },
     /// What would run, and why.
     Plan {
@@ -70,6 +76,26 @@ enum LabCommand {
     Status,
     /// Stop guests and services; keep the store.
     Down,
+    /// A shell inside the lab's network namespace (local world).
+    Shell,
+    /// Run a command inside the lab's network namespace (local world).
+    Exec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Attach to the guest's serial console (Ctrl-] leaves).
+    Console { name: String },
+    /// Kill the guest at once, as `virsh destroy` does.
+    Destroy { name: String },
+    /// Start the guest (boots its disk as it was left).
+    Start { name: String },
+    /// The guest's launcher (its bootloader loop); `lab up` starts it.
+    #[command(hide = true)]
+    RunLauncher { name: String },
 }
 
 #[derive(Subcommand)]
@@ -104,10 +130,16 @@ fn main() {
         .init();
     let global = &args.global;
     let result = match &args.command {
-        Command::Lab(LabCommand::Up { only }) => cli::lab_cmd::up(global, only),
+        Command::Lab(LabCommand::Up { only, reinstall }) => cli::lab_cmd::up(global, only, reinstall),
         Command::Lab(LabCommand::Plan { explain, json }) => cli::lab_cmd::plan_cmd(global, *explain, *json),
         Command::Lab(LabCommand::Status) => cli::lab_cmd::status(global),
         Command::Lab(LabCommand::Down) => cli::lab_cmd::down(global),
+        Command::Lab(LabCommand::Shell) => cli::guest::shell(global),
+        Command::Lab(LabCommand::Exec { command }) => cli::guest::exec(global, command),
+        Command::Guest(GuestCommand::Console { name }) => cli::guest::console(global, name),
+        Command::Guest(GuestCommand::Destroy { name }) => cli::guest::destroy(global, name),
+        Command::Guest(GuestCommand::Start { name }) => cli::guest::start(global, name),
+        Command::Guest(GuestCommand::RunLauncher { name }) => cli::guest::run_launcher(global, name),
         Command::Graph { format } => cli::lab_cmd::graph_cmd(global, format),
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),

@@ -26,7 +26,7 @@ pub fn compute_plan(session: &Session) -> anyhow::Result<Plan> {
     Ok(plan::plan(&session.graph, &facts, &session.store, &stages::capability))
 }
 
-pub fn up(global: &Global, only: &[String]) -> anyhow::Result<()> {
+pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     let mut wanted = Vec::new();
     for name in only {
@@ -41,6 +41,8 @@ pub fn up(global: &Global, only: &[String]) -> anyhow::Result<()> {
     if summary.failed() {
         bail!("some stages failed (see above)");
     }
+    drop(lock);
+    super::guest::up(&session, reinstall)?;
     let missing = summary.missing();
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|report| report.stage.to_string()).collect();
@@ -67,6 +69,7 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
 
 pub fn down(global: &Global) -> anyhow::Result<()> {
     let session = Session::load(global)?;
+    super::guest::down(&session)?;
     for service in crate::services::Service::ALL {
         if crate::services::stop(&session.lab, &session.store, service)? {
             println!("stopped the lab {service}");

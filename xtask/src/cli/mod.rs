@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod bench;
 pub mod container;
+pub mod guest;
 pub mod image;
 pub mod image_diff;
 pub mod lab_cmd;

@@ -9,6 +9,7 @@
 pub mod blueprint;
 pub mod compose;
 pub mod container;
+pub mod install;
 pub mod iso;
 pub mod kickstart;
 pub mod prereqs;
@@ -66,10 +67,7 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
     match stage.id.kind {
         StageKind::Prereqs | StageKind::Blueprint | StageKind::Kickstart | StageKind::Iso => Ok(()),
         StageKind::Container | StageKind::Push | StageKind::Tag => Ok(()),
-        StageKind::Compose | StageKind::Repo => Ok(()),
-        StageKind::Install => {
-            Err("the local guest installer (issue: guests installed and booted from the graph)".into())
-        }
+        StageKind::Compose | StageKind::Repo | StageKind::Install => Ok(()),
     }
 }
 
@@ -85,10 +83,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         StageKind::Kickstart => kickstart::run(ctx),
         StageKind::Iso => iso::run(ctx),
         StageKind::Repo => repo::run(ctx),
-        _ => {
-            let missing = capability(ctx.stage).err().unwrap_or_default();
-            anyhow::bail!("stage `{}` cannot run: edgelab does not implement {missing} yet", ctx.stage.id)
-        }
+        StageKind::Install => install::run(ctx),
     }
 }
 

@@ -4,7 +4,13 @@
 //! mounts are set up first: they vanish with the process, so nothing is
 //! ever left mounted inside a tree that is about to be deleted.
 
-use std::{ffi::OsStr, path::PathBuf, time::Duration};
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
 
 use super::{Cmd, Output};
 
@@ -78,4 +84,23 @@ impl Chroot {
         }
         cmd.timeout(LONG).run()
     }
+}
+
+/// Runs `script` (a path inside the guest) with bash inside a deployment at
+/// `root`, as Anaconda runs a kickstart's `%post`: the stateroot's `var` is
+/// bind-mounted on the deployment's /var and /proc is mounted, both in a
+/// private mount namespace that ends with the script, and a private network
+/// namespace keeps the host's interfaces out of its view.
+pub fn run_script(root: &Path, var: &Path, script: &str) -> anyhow::Result<String> {
+    super::require("unshare")?;
+    let shell = r#"mount --bind "$1" "$2/var" && mount -t proc proc "$2/proc" && exec chroot "$2" /bin/bash "$3""#;
+    let out = Cmd::new("unshare")
+        .args(["--mount", "--net", "--fork", "--", "sh", "-c", shell, "sh"])
+        .arg(var)
+        .arg(root)
+        .arg(script)
+        .timeout(std::time::Duration::from_secs(300))
+        .run()
+        .with_context(|| format!("running {script} inside {}", root.display()))?;
+    Ok(out.stdout)
 }

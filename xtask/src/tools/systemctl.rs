@@ -24,3 +24,21 @@ pub fn stop(unit: &str) -> anyhow::Result<()> {
 pub fn is_active(unit: &str) -> bool {
     Cmd::new("systemctl").args(["is-active", "--quiet", unit]).run_unchecked().is_ok_and(|out| out.status.success())
 }
+
+/// Enables `units` inside `root` without booting it (`systemctl --root`),
+/// exactly as `systemctl enable` would inside the guest, following each
+/// unit's `[Install]` section.
+pub fn enable_offline(root: &std::path::Path, units: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if units.is_empty() {
+        return Ok(());
+    }
+    Cmd::new(super::require("systemctl")?)
+        .arg(format!("--root={}", root.display()))
+        .arg("enable")
+        .args(units)
+        .timeout(std::time::Duration::from_secs(60))
+        .run()
+        .with_context(|| format!("enabling {} in {}", units.join(", "), root.display()))?;
+    Ok(())
+}

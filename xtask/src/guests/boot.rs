@@ -1,0 +1,244 @@
+//! What the local launcher decides as a bootloader, kept pure so it is tested
+//! with strings: parsing BLS entries, and greenboot's boot counting.
+//!
+//! On RHEL, GRUB keeps `boot_counter` in grubenv: an upgrade sets it to 3,
+//! each boot decrements it, greenboot's green path clears it, and at zero
+//! GRUB boots the previous deployment. Here the launcher keeps the same
+//! counter in the guest's run state, and the guest's health check verdict
+//! comes from a line it prints on the serial console.
+
+use serde::{Deserialize, Serialize};
+
+/// Boots a new default deployment gets before the previous one boots.
+pub const BOOT_ATTEMPTS: u32 = 3;
+
+/// The console line of a passing health check.
+pub const HEALTHY_MARK: &str = "edgelab-greenboot: healthy";
+/// The console line of a failing health check.
+pub const RED_MARK: &str = "edgelab-greenboot: red";
+/// What the kernel prints last on a power-off (a reboot prints "Restarting").
+pub const POWER_OFF_MARK: &str = "reboot: Power down";
+
+/// One Boot Loader Specification entry (`/boot/loader/entries/*.conf`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootEntry {
+    /// The file name, e.g. `ostree-2-debian.conf`.
+    pub file: String,
+    pub title: String,
+    /// ostree numbers entries so the default deployment has the highest.
+    pub version: u64,
+    pub linux: String,
+    pub initrd: String,
+    pub options: String,
+}
+
+/// The launcher's boot counter for a guest (its grubenv).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootCounter {
+    /// The default entry being counted, by its `ostree=` target
+    /// (`<commit>.<serial>`); a different default restarts the count.
+    pub deployment: Option<String>,
+    /// Boots of that deployment that ended without a healthy verdict.
+    pub failed_boots: u32,
+    /// Its health check passed once: it is kept whatever happens later.
+    pub good: bool,
+}
+
+/// Which entry boots next and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub entry: BootEntry,
+    pub deployment: String,
+    pub fallback: bool,
+    /// For the launcher's log: "new deployment abc123.0, attempt 2 of 3".
+    pub reason: String,
+}
+
+/// How a boot ended, as read from the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// The health check said red, or the boot ended without a verdict.
+    Unhealthy,
+}
+
+/// Parses one BLS entry file.
+pub fn parse_entry(file: &str, text: &str) -> Option<BootEntry> {
+    let mut entry = BootEntry {
+        file: file.to_string(),
+        title: String::new(),
+        version: 0,
+        linux: String::new(),
+        initrd: String::new(),
+        options: String::new(),
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        let (key, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let value = value.trim().to_string();
+        match key {
+            "title" => entry.title = value,
+            "version" => entry.version = value.parse().unwrap_or(0),
+            "linux" => entry.linux = value,
+            "initrd" => entry.initrd = value,
+            "options" => entry.options = value,
+            _ => {}
+        }
+    }
+    (!entry.linux.is_empty()).then_some(entry)
+}
+
+/// The `ostree=` kernel argument of an entry.
+pub fn ostree_arg(entry: &BootEntry) -> Option<&str> {
+    entry.options.split_whitespace().find_map(|word| word.strip_prefix("ostree="))
+}
+
+/// Picks the entry to boot and updates the counter for a new default.
+/// `entries` carry the deployment each resolves to.
+pub fn choose(entries: &[(BootEntry, String)], counter: &mut BootCounter) -> Option<Choice> {
+    let mut sorted: Vec<&(BootEntry, String)> = entries.iter().collect();
+    sorted.sort_by_key(|entry| std::cmp::Reverse(entry.0.version));
+    let (default, default_deployment) = sorted.first()?;
+    if counter.deployment.as_deref() != Some(default_deployment.as_str()) {
+        *counter = BootCounter { deployment: Some(default_deployment.clone()), failed_boots: 0, good: false };
+    }
+    let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
+    if let Some((previous, previous_deployment)) = sorted.get(1)
+        && !counter.good
+        && counter.failed_boots >= BOOT_ATTEMPTS
+    {
+        return Some(Choice {
+            entry: previous.clone(),
+            deployment: previous_deployment.clone(),
+            fallback: true,
+            reason: format!(
+                "{} failed {} boots: booting the previous deployment {}",
+                short(default_deployment),
+                counter.failed_boots,
+                short(previous_deployment)
+            ),
+        });
+    }
+    let reason = if counter.good {
+        format!("deployment {} (healthy)", short(default_deployment))
+    } else {
+        format!("deployment {}, attempt {} of {BOOT_ATTEMPTS}", short(default_deployment), counter.failed_boots + 1)
+    };
+    Some(Choice { entry: default.clone(), deployment: default_deployment.clone(), fallback: false, reason })
+}
+
+/// Records how a boot of `choice` ended.
+pub fn record(choice: &Choice, verdict: Verdict, counter: &mut BootCounter) {
+    if choice.fallback || counter.good {
+        return;
+    }
+    match verdict {
+        Verdict::Healthy => {
+            counter.good = true;
+            counter.failed_boots = 0;
+        }
+        Verdict::Unhealthy => counter.failed_boots += 1,
+    }
+}
+
+/// The verdict in what the console printed during one boot: the last
+/// health line wins (a later red after a green is a failure).
+pub fn verdict(console: &str) -> Verdict {
+    let last = console.lines().rev().find(|line| line.contains(HEALTHY_MARK) || line.contains(RED_MARK));
+    match last {
+        Some(line) if line.contains(HEALTHY_MARK) => Verdict::Healthy,
+        _ => Verdict::Unhealthy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+
+    const ENTRY: &str = "title Debian GNU/Linux 12 (bookworm) (ostree:0)
+version 2
+options root=/dev/vda rw console=ttyS0 ostree=/ostree/boot.1/debian/4a5b/0
+linux /boot/ostree/debian-4a5b/vmlinuz-6.1.0-31-cloud-amd64
+initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
+";
+
+    #[test]
+    fn parses_an_ostree_entry() {
+        let entry = parse_entry("ostree-2-debian.conf", ENTRY).unwrap();
+        expect![[r#"
+            BootEntry {
+                file: "ostree-2-debian.conf",
+                title: "Debian GNU/Linux 12 (bookworm) (ostree:0)",
+                version: 2,
+                linux: "/boot/ostree/debian-4a5b/vmlinuz-6.1.0-31-cloud-amd64",
+                initrd: "/boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img",
+                options: "root=/dev/vda rw console=ttyS0 ostree=/ostree/boot.1/debian/4a5b/0",
+            }
+        "#]]
+        .assert_debug_eq(&entry);
+        assert_eq!(ostree_arg(&entry), Some("/ostree/boot.1/debian/4a5b/0"));
+    }
+
+    /// Runs boots with the given verdicts over two entries (`new` default,
+    /// `old` previous) and shows what booted each time.
+    #[track_caller]
+    fn check(verdicts: &[Verdict], expect: Expect) {
+        let entry = |version: u64| BootEntry {
+            file: format!("ostree-{version}-debian.conf"),
+            title: String::new(),
+            version,
+            linux: "vmlinuz".into(),
+            initrd: "initrd".into(),
+            options: String::new(),
+        };
+        let entries = vec![(entry(1), "old.0".to_string()), (entry(2), "new.0".to_string())];
+        let mut counter = BootCounter { deployment: Some("old.0".into()), failed_boots: 0, good: true };
+        let mut log = String::new();
+        for verdict in verdicts {
+            let choice = choose(&entries, &mut counter).unwrap();
+            record(&choice, *verdict, &mut counter);
+            log.push_str(&format!("{} ({}) -> {verdict:?}\n", choice.deployment, choice.reason));
+        }
+        expect.assert_eq(&log);
+    }
+
+    #[test]
+    fn three_bad_boots_fall_back() {
+        use Verdict::*;
+        check(
+            &[Unhealthy, Unhealthy, Unhealthy, Healthy, Unhealthy],
+            expect![[r#"
+                new.0 (deployment new.0, attempt 1 of 3) -> Unhealthy
+                new.0 (deployment new.0, attempt 2 of 3) -> Unhealthy
+                new.0 (deployment new.0, attempt 3 of 3) -> Unhealthy
+                old.0 (new.0 failed 3 boots: booting the previous deployment old.0) -> Healthy
+                old.0 (new.0 failed 3 boots: booting the previous deployment old.0) -> Unhealthy
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_healthy_boot_keeps_the_new_deployment() {
+        use Verdict::*;
+        check(
+            &[Unhealthy, Healthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy],
+            expect![[r#"
+                new.0 (deployment new.0, attempt 1 of 3) -> Unhealthy
+                new.0 (deployment new.0, attempt 2 of 3) -> Healthy
+                new.0 (deployment new.0 (healthy)) -> Unhealthy
+                new.0 (deployment new.0 (healthy)) -> Unhealthy
+                new.0 (deployment new.0 (healthy)) -> Unhealthy
+                new.0 (deployment new.0 (healthy)) -> Unhealthy
+            "#]],
+        );
+    }
+
+    #[test]
+    fn the_last_health_line_wins() {
+        assert_eq!(verdict("x\nedgelab-greenboot: healthy deployment=a.0\n"), Verdict::Healthy);
+        assert_eq!(verdict("edgelab-greenboot: healthy\nedgelab-greenboot: red\n"), Verdict::Unhealthy);
+        assert_eq!(verdict("Startup finished\nreboot: Restarting system\n"), Verdict::Unhealthy);
+    }
+}

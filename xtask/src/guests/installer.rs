@@ -1,0 +1,378 @@
+//! The local world's installer: what Anaconda does with the demo's kickstart,
+//! done to a folder and then written to a disk image without mounting.
+//!
+//! `install_sysroot` makes an OSTree sysroot (init-fs, os-init, the `edge`
+//! remote, pull over HTTP, deploy with the guest's kernel arguments), applies
+//! the guest's configuration to the deployment's /etc and the stateroot's
+//! /var, and fills /var from `usr/share/factory/var`. `write_disk` turns the
+//! sysroot into an ext4 image (`mkfs.ext4 -d`). Deployment folders are
+//! immutable (chattr +i); `remove_sysroot` clears that before deleting.
+
+use std::{
+    fs,
+    io::{Read, Seek, SeekFrom, Write},
+    net::Ipv4Addr,
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    lab::Ipv4Cidr,
+    tools::{chroot, mkfs, ostree_sysroot, systemctl},
+};
+
+/// The stateroot local guests use (RHEL's is `rhel`).
+pub const OS_NAME: &str = "debian";
+/// The remote name, as in the demo's kickstart (`ostreesetup --remote=edge`).
+pub const REMOTE_NAME: &str = "edge";
+/// The file system label of a guest's root.
+pub const DISK_LABEL: &str = "edgeroot";
+
+/// What to install and how to reach it.
+#[derive(Debug, Clone)]
+pub struct InstallSpec {
+    /// The repo URL as the guest reaches it (kept in the remote's config).
+    pub remote_url: String,
+    /// The repo URL as the installer reaches it, when different.
+    pub pull_url: Option<String>,
+    pub ostree_ref: String,
+    /// The commit to install; `None` takes the ref's newest. The served repo
+    /// holds every image on one ref, so installing v1 names v1's commit.
+    pub commit: Option<String>,
+    pub kargs: Vec<String>,
+    pub config: GuestConfig,
+}
+
+/// The kickstart's content, as the installer applies it.
+#[derive(Debug, Clone, Default)]
+pub struct GuestConfig {
+    pub hostname: String,
+    pub user: Option<User>,
+    /// Folders laid over the guest's root, in order (only `etc/` and `var/`
+    /// inside them: /usr belongs to the image).
+    pub trees: Vec<PathBuf>,
+    /// Units to enable, as `systemctl enable` would.
+    pub enable: Vec<String>,
+    pub network: Option<StaticNetwork>,
+    /// A script inside the guest run last, in a chroot, as the kickstart's
+    /// `%post` runs it (the kickstart stage's `configure-guest.sh`).
+    pub configure_script: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    /// crypt(3) hash; `None` locks the password.
+    pub password_hash: Option<String>,
+}
+
+/// The guest's address on the lab segment (systemd-networkd). The NIC with
+/// `mac` is named `enp1s0`, its name on the RHEL world's libvirt guests, so
+/// the kickstart's keepalived.conf fits both worlds.
+#[derive(Debug, Clone)]
+pub struct StaticNetwork {
+    pub address: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: String,
+}
+
+/// The guest's NIC name in both worlds.
+pub const GUEST_INTERFACE: &str = "enp1s0";
+
+/// What an install deployed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Installed {
+    pub commit: String,
+    /// `<commit>.<serial>`.
+    pub deployment: String,
+}
+
+/// The default kernel arguments of a local guest.
+pub fn default_kargs() -> Vec<String> {
+    ["root=/dev/vda", "rw", "console=ttyS0"].map(String::from).to_vec()
+}
+
+/// Installs `spec` into a fresh sysroot folder.
+pub fn install_sysroot(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Installed> {
+    fs::create_dir_all(sysroot).with_context(|| format!("creating {}", sysroot.display()))?;
+    ostree_sysroot::init(sysroot, OS_NAME)?;
+    ostree_sysroot::add_remote(sysroot, REMOTE_NAME, &spec.remote_url)?;
+    let installed = pull_and_deploy(spec, sysroot)?;
+    let deploy_dir = sysroot.join("ostree/deploy").join(OS_NAME).join("deploy").join(&installed.deployment);
+    let var = sysroot.join("ostree/deploy").join(OS_NAME).join("var");
+    fill_var(&deploy_dir, &var)?;
+    apply_config(&spec.config, &deploy_dir, &var)?;
+    Ok(installed)
+}
+
+/// Pulls `spec`'s commit (or its ref's newest) and deploys it as the new default,
+/// the way `ostree admin upgrade` would in the guest; /etc is carried over
+/// by ostree's three-way merge.
+pub fn pull_and_deploy(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Installed> {
+    let wanted = match &spec.commit {
+        Some(commit) => format!("{}@{commit}", spec.ostree_ref),
+        None => spec.ostree_ref.clone(),
+    };
+    ostree_sysroot::pull(sysroot, REMOTE_NAME, &wanted, spec.pull_url.as_deref())?;
+    let refspec = format!("{REMOTE_NAME}:{}", spec.ostree_ref);
+    let commit = ostree_sysroot::rev_parse(sysroot, &refspec)?;
+    if let Some(wanted) = &spec.commit
+        && wanted != &commit
+    {
+        bail!("pulled {} but the remote ref holds {commit}, not {wanted}", spec.ostree_ref);
+    }
+    ostree_sysroot::deploy(sysroot, OS_NAME, &refspec, &spec.kargs)?;
+    let deployments = ostree_sysroot::deployments(sysroot)?;
+    let default = deployments.first().context("ostree admin deploy left no deployment")?;
+    if !default.id.starts_with(&commit) {
+        bail!("deployed {} but the default deployment is {}", commit, default.id);
+    }
+    Ok(Installed { commit, deployment: default.id.clone() })
+}
+
+/// Writes `sysroot` into a sparse ext4 image of `size_bytes`.
+pub fn write_disk(sysroot: &Path, disk: &Path, size_bytes: u64) -> anyhow::Result<()> {
+    mkfs::ext4_from_dir(disk, size_bytes, DISK_LABEL, sysroot)
+}
+
+/// Deletes a sysroot folder, clearing the immutable flag ostree puts on
+/// deployment folders first.
+pub fn remove_sysroot(sysroot: &Path) -> anyhow::Result<()> {
+    if !sysroot.exists() {
+        return Ok(());
+    }
+    let deploy_root = sysroot.join("ostree/deploy");
+    if let Ok(oses) = fs::read_dir(&deploy_root) {
+        for os in oses.flatten() {
+            if let Ok(deployments) = fs::read_dir(os.path().join("deploy")) {
+                for deployment in deployments.flatten() {
+                    clear_immutable(&deployment.path())?;
+                }
+            }
+        }
+    }
+    fs::remove_dir_all(sysroot).with_context(|| format!("removing {}", sysroot.display()))
+}
+
+/// Copies a disk image keeping its holes (a 10 GiB guest disk holds ~0.5 GiB).
+pub fn copy_sparse(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    let what = || format!("copying {} to {}", src.display(), dest.display());
+    let mut input = fs::File::open(src).with_context(what)?;
+    let len = input.metadata().with_context(what)?.len();
+    let tmp = dest.with_extension("partial");
+    let mut output = fs::File::create(&tmp).with_context(what)?;
+    output.set_len(len).with_context(what)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&input);
+    let mut offset: i64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    while (offset as u64) < len {
+        // SAFETY: lseek on a file descriptor we own; it only moves the offset.
+        let data = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // no data after offset: the rest is a hole
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { len as i64 } else { hole };
+        input.seek(SeekFrom::Start(data as u64)).with_context(what)?;
+        output.seek(SeekFrom::Start(data as u64)).with_context(what)?;
+        let mut left = (end - data) as usize;
+        while left > 0 {
+            let n = left.min(buf.len());
+            input.read_exact(&mut buf[..n]).with_context(what)?;
+            output.write_all(&buf[..n]).with_context(what)?;
+            left -= n;
+        }
+        offset = end;
+    }
+    output.sync_all().with_context(what)?;
+    fs::rename(&tmp, dest).with_context(what)?;
+    Ok(())
+}
+
+/// The kernel and initramfs are in the deployment; /var is not: the composer
+/// moved the image's /var content to usr/share/factory/var, and creating it
+/// at first boot is slow under TCG, so it is copied now.
+fn fill_var(deploy_dir: &Path, var: &Path) -> anyhow::Result<()> {
+    let factory = deploy_dir.join("usr/share/factory/var");
+    if factory.is_dir() {
+        copy_tree(&factory, var).with_context(|| format!("filling {} from {}", var.display(), factory.display()))?;
+    }
+    for sub in ["home", "roothome", "opt", "srv", "mnt", "usrlocal", "tmp"] {
+        fs::create_dir_all(var.join(sub)).with_context(|| format!("creating /var/{sub}"))?;
+    }
+    fs::set_permissions(var.join("tmp"), fs::Permissions::from_mode(0o1777))?;
+    fs::set_permissions(var.join("roothome"), fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn apply_config(config: &GuestConfig, deploy_dir: &Path, var: &Path) -> anyhow::Result<()> {
+    let etc = deploy_dir.join("etc");
+    if !config.hostname.is_empty() {
+        fs::write(etc.join("hostname"), format!("{}\n", config.hostname))?;
+    }
+    for tree in &config.trees {
+        overlay_tree(tree, &etc, var).with_context(|| format!("applying {}", tree.display()))?;
+    }
+    if let Some(user) = &config.user {
+        add_user(user, &etc, var).with_context(|| format!("adding user {}", user.name))?;
+    }
+    let mut enable = config.enable.clone();
+    if let Some(network) = &config.network {
+        write_network(network, &etc)?;
+        enable.push("systemd-networkd.service".into());
+    }
+    systemctl::enable_offline(deploy_dir, &enable)?;
+    if let Some(script) = &config.configure_script {
+        chroot::run_script(deploy_dir, var, script)?;
+    }
+    Ok(())
+}
+
+/// Lays `tree/etc` over the deployment's /etc and `tree/var` over /var.
+fn overlay_tree(tree: &Path, etc: &Path, var: &Path) -> anyhow::Result<()> {
+    for entry in fs::read_dir(tree).with_context(|| format!("reading {}", tree.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match name.as_str() {
+            "etc" => copy_tree(&entry.path(), etc)?,
+            "var" => copy_tree(&entry.path(), var)?,
+            // On an OSTree system /usr/local is a link to /var/usrlocal.
+            "usr" if only_child(&entry.path()).as_deref() == Some("local") => {
+                copy_tree(&entry.path().join("local"), &var.join("usrlocal"))?
+            }
+            other => bail!(
+                "{}/{other}: a guest's files may go only under /etc, /var and /usr/local; /{other} belongs to the image",
+                tree.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn only_child(dir: &Path) -> Option<String> {
+    let names: Vec<String> =
+        fs::read_dir(dir).ok()?.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+    match names.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+fn add_user(user: &User, etc: &Path, var: &Path) -> anyhow::Result<()> {
+    let (uid, gid) = (1000, 1000);
+    let name = &user.name;
+    let passwd = fs::read_to_string(etc.join("passwd")).unwrap_or_default();
+    if passwd.lines().any(|line| line.starts_with(&format!("{name}:"))) {
+        return Ok(());
+    }
+    append(&etc.join("passwd"), &format!("{name}:x:{uid}:{gid}:{name}:/home/{name}:/bin/bash\n"))?;
+    let hash = user.password_hash.as_deref().unwrap_or("!");
+    append(&etc.join("shadow"), &format!("{name}:{hash}:19000:0:99999:7:::\n"))?;
+    append(&etc.join("group"), &format!("{name}:x:{gid}:\n"))?;
+    append(&etc.join("gshadow"), &format!("{name}:!::\n"))?;
+    // The demo's user is in `wheel`; Debian's administrators group is `sudo`.
+    add_to_group(&etc.join("group"), "sudo", name)?;
+    let home = var.join("home").join(name);
+    fs::create_dir_all(&home)?;
+    std::os::unix::fs::chown(&home, Some(uid), Some(gid))?;
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+fn add_to_group(group_file: &Path, group: &str, user: &str) -> anyhow::Result<()> {
+    let text = fs::read_to_string(group_file).unwrap_or_default();
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if !line.starts_with(&format!("{group}:")) {
+                return line.to_string();
+            }
+            if line.ends_with(':') { format!("{line}{user}") } else { format!("{line},{user}") }
+        })
+        .collect();
+    fs::write(group_file, edited.join("\n") + "\n")?;
+    Ok(())
+}
+
+fn write_network(network: &StaticNetwork, etc: &Path) -> anyhow::Result<()> {
+    let dir = etc.join("systemd/network");
+    fs::create_dir_all(&dir)?;
+    let link = format!(
+        "# The lab NIC gets the RHEL world's name (edgelab installer).\n[Match]\nMACAddress={}\n\n[Link]\nName={GUEST_INTERFACE}\n",
+        network.mac
+    );
+    fs::write(dir.join("10-edgelab-lab.link"), link)?;
+    let mut text = format!(
+        "# The guest's address on the lab segment (edgelab installer).\n[Match]\nName={GUEST_INTERFACE}\n\n[Network]\nAddress={}\n",
+        network.address
+    );
+    if let Some(gateway) = network.gateway {
+        text.push_str(&format!("Gateway={gateway}\n"));
+    }
+    fs::write(dir.join("10-edgelab-lab.network"), text)?;
+    Ok(())
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file =
+        fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Copies `src` into `dest` (merging folders), keeping modes, owners and
+/// symlinks. Files are written fresh, never through an existing hardlink.
+fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    for entry in walkdir::WalkDir::new(src).min_depth(1) {
+        let entry = entry?;
+        let rel = entry.path().strip_prefix(src)?;
+        let target = dest.join(rel);
+        let meta = fs::symlink_metadata(entry.path())?;
+        if meta.file_type().is_symlink() {
+            let link = fs::read_link(entry.path())?;
+            if fs::symlink_metadata(&target).is_ok() {
+                fs::remove_file(&target).ok();
+            }
+            std::os::unix::fs::symlink(&link, &target)?;
+            std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
+            continue;
+        }
+        if meta.is_dir() {
+            fs::create_dir_all(&target)?;
+        } else {
+            if fs::symlink_metadata(&target).is_ok() {
+                fs::remove_file(&target)?;
+            }
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
+        }
+        std::os::unix::fs::chown(&target, Some(meta.uid()), Some(meta.gid()))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    Ok(())
+}
+
+/// `chattr -i`: ostree marks each deployment's root folder immutable.
+fn clear_immutable(path: &Path) -> anyhow::Result<()> {
+    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    let dir = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through a
+    // valid pointer on a descriptor we own.
+    unsafe {
+        if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) != 0 {
+            return Ok(()); // the file system has no such flags
+        }
+        if flags & FS_IMMUTABLE_FL != 0 {
+            flags &= !FS_IMMUTABLE_FL;
+            if libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags) != 0 {
+                bail!("clearing the immutable flag of {}: {}", path.display(), std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}

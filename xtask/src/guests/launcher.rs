@@ -1,0 +1,217 @@
+//! The local launcher: a guest's bootloader and power supply.
+//!
+//! Before every boot it reads the BLS entries from the guest's disk (with
+//! debugfs, after replaying the journal; ostree flips /boot/loader between
+//! loader.0 and loader.1 on every deploy, so nothing is cached), picks one
+//! with greenboot's boot counting (`boot.rs`), takes that entry's kernel and
+//! initramfs out of the disk and boots them with qemu `-no-reboot`. A reboot
+//! inside the guest ends qemu and the loop boots again; a power-off ends the
+//! launcher. The guest's health verdict comes from its serial console.
+
+use std::{
+    io::{Read, Seek, SeekFrom},
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+
+use super::{
+    BootRecord, GuestState,
+    boot::{self, BootCounter, BootEntry, Verdict},
+    load_state, save_state,
+};
+use crate::tools::{
+    debugfs,
+    qemu::{self, Accel, Machine, Nic},
+};
+
+/// Boots that end within this long without printing anything are qemu
+/// failing to start, not the guest rebooting.
+const BROKEN_BOOT: Duration = Duration::from_secs(3);
+
+/// Runs the guest in `dir` until it powers off or the launcher is killed.
+pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
+    let mut n_broken = 0;
+    loop {
+        let state = load_state(dir).context("the guest's guest.json is missing")?;
+        let disk = dir.join("disk.img");
+        let entries = read_entries(&disk)?;
+        let mut counter = load_counter(dir);
+        let choice = boot::choose(&entries, &mut counter).context("the guest's disk has no boot entries")?;
+        save_counter(dir, &counter)?;
+        log(&format!("booting {} ({}) with {}", choice.entry.title, choice.reason, accel.as_str()));
+
+        let kernel = dir.join("boot/vmlinuz");
+        let initrd = dir.join("boot/initrd.img");
+        std::fs::create_dir_all(dir.join("boot"))?;
+        debugfs::dump(&disk, &boot_path(&disk, &choice.entry.linux)?, &kernel)?;
+        debugfs::dump(&disk, &boot_path(&disk, &choice.entry.initrd)?, &initrd)?;
+        let mut append = format!("{} quiet systemd.show_status=false", choice.entry.options);
+        if choice.fallback {
+            append.push_str(" edgelab.fallback=1");
+        } else if !counter.good {
+            append.push_str(&format!(" edgelab.boot_counter={}", boot::BOOT_ATTEMPTS - counter.failed_boots));
+        }
+
+        let console_log = dir.join("console.log");
+        let console_start = std::fs::metadata(&console_log).map(|meta| meta.len()).unwrap_or(0);
+        let machine = Machine {
+            accel,
+            memory_mib: state.memory_mib,
+            vcpus: state.vcpus,
+            kernel,
+            initrd,
+            append,
+            disk: disk.clone(),
+            nic: state.tap.clone().zip(state.mac.clone()).map(|(tap, mac)| Nic { tap, mac }),
+            console_socket: dir.join("console.sock"),
+            console_log: console_log.clone(),
+            netns: state.netns.clone().filter(|_| state.tap.is_some()),
+        };
+        let started = Instant::now();
+        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut child = qemu::spawn(&machine, &dir.join("qemu.log"))?;
+        set_qemu_pid(dir, Some(child.id()))?;
+
+        let timeout = Duration::from_secs(state.boot_timeout_s.max(1));
+        let mut seconds_to_verdict = None;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if seconds_to_verdict.is_none() {
+                let console = read_from(&console_log, console_start);
+                if console.contains(boot::HEALTHY_MARK) || console.contains(boot::RED_MARK) {
+                    // Recorded at once, as greenboot writes grubenv during
+                    // the boot: a guest destroyed later keeps its verdict.
+                    let seconds = started.elapsed().as_secs_f64();
+                    seconds_to_verdict = Some(seconds);
+                    let verdict = boot::verdict(&console);
+                    boot::record(&choice, verdict, &mut counter);
+                    save_counter(dir, &counter)?;
+                    append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
+                } else if started.elapsed() > timeout {
+                    log(&format!("no health verdict within {timeout:?}: stopping the guest"));
+                    child.kill().ok();
+                    child.wait().ok();
+                    break None;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        set_qemu_pid(dir, None)?;
+        let console = read_from(&console_log, console_start);
+        let verdict = boot::verdict(&console);
+        let seconds = started.elapsed().as_secs_f64();
+        if seconds_to_verdict.is_none() {
+            boot::record(&choice, verdict, &mut counter);
+            save_counter(dir, &counter)?;
+            append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
+        }
+        log(&format!("boot ended after {seconds:.1}s ({verdict:?}, qemu {status:?})"));
+
+        if console.contains(boot::POWER_OFF_MARK) {
+            log("the guest powered off");
+            return Ok(());
+        }
+        if started.elapsed() < BROKEN_BOOT && console.is_empty() {
+            n_broken += 1;
+            if n_broken >= 3 {
+                bail!("qemu failed to start three times in a row; see {}", dir.join("qemu.log").display());
+            }
+        } else {
+            n_broken = 0;
+        }
+    }
+}
+
+/// The disk's BLS entries, each with the deployment (`<commit>.<serial>`)
+/// its `ostree=` argument leads to.
+pub fn read_entries(disk: &Path) -> anyhow::Result<Vec<(BootEntry, String)>> {
+    debugfs::replay_journal(disk)?;
+    let mut entries = Vec::new();
+    for file in debugfs::list_dir(disk, "/boot/loader/entries")? {
+        if !file.name.ends_with(".conf") {
+            continue;
+        }
+        let text = debugfs::cat(disk, &format!("/boot/loader/entries/{}", file.name))?;
+        let Some(entry) = boot::parse_entry(&file.name, &text) else {
+            continue;
+        };
+        let deployment = match boot::ostree_arg(&entry) {
+            Some(path) => debugfs::read_link(disk, path)?
+                .and_then(|target| target.rsplit('/').next().map(String::from))
+                .unwrap_or_else(|| path.to_string()),
+            None => entry.file.clone(),
+        };
+        entries.push((entry, deployment));
+    }
+    Ok(entries)
+}
+
+/// BLS paths are relative to the partition holding /boot; here /boot is a
+/// folder of the root file system, so `/ostree/...` may mean `/boot/ostree/...`.
+fn boot_path(disk: &Path, path: &str) -> anyhow::Result<String> {
+    if path.starts_with("/boot/") {
+        return Ok(path.to_string());
+    }
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let in_boot = format!("/boot{dir}");
+    if debugfs::list_dir(disk, &in_boot).map(|entries| entries.iter().any(|it| it.name == name)).unwrap_or(false) {
+        return Ok(format!("/boot{path}"));
+    }
+    Ok(path.to_string())
+}
+
+fn load_counter(dir: &Path) -> BootCounter {
+    std::fs::read(dir.join("boot.json")).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+}
+
+fn save_counter(dir: &Path, counter: &BootCounter) -> anyhow::Result<()> {
+    super::write_atomic(&dir.join("boot.json"), &serde_json::to_vec_pretty(counter)?)
+}
+
+fn set_qemu_pid(dir: &Path, pid: Option<u32>) -> anyhow::Result<()> {
+    let mut state: GuestState = load_state(dir).unwrap_or_default();
+    state.qemu_pid = pid;
+    save_state(dir, &state)
+}
+
+/// A `boots.jsonl` line: written when the guest gives its verdict (so a
+/// healthy guest that keeps running is on record), or when a boot ends
+/// without one.
+fn boot_record(choice: &boot::Choice, verdict: Verdict, started_unix: u64, seconds: f64, accel: Accel) -> BootRecord {
+    BootRecord {
+        started_unix,
+        entry: choice.entry.file.clone(),
+        deployment: choice.deployment.clone(),
+        fallback: choice.fallback,
+        healthy: verdict == Verdict::Healthy,
+        seconds,
+        accel,
+        reason: choice.reason.clone(),
+    }
+}
+
+fn append_boot(dir: &Path, record: &BootRecord) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("boots.jsonl"))?;
+    writeln!(file, "{}", serde_json::to_string(record)?)?;
+    Ok(())
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        file.read_to_end(&mut bytes).ok();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn log(message: &str) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    eprintln!("[{now}] launcher: {message}");
+}

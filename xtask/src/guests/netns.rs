@@ -1,0 +1,148 @@
+//! The local lab network: a network namespace the lab creates and owns, a
+//! bridge inside it carrying the lab host's address, and a tap per guest.
+//!
+//! When the lab leaves `host-address` as `auto`, the local world uses the
+//! fixed subnet 10.88.0.0/24 (`graph::LOCAL_LAB_SEGMENT`, resolved when the
+//! lab is loaded) with the host at 10.88.0.1, guests from .11 and the VIP at
+//! .100. These addresses exist only inside the namespace: nothing
+//! is routed or bridged to the host's interfaces, so no traffic leaves it.
+//! What `up` created is recorded in run state (`network.json`), so `down`
+//! removes exactly that, and a crashed run's leftovers are found by name and
+//! removed by the next `up`.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    lab::{Auto, Ipv4Cidr, Lab},
+    store::Store,
+    tools::ip,
+};
+
+/// Addresses and names on the lab segment, resolved for the local world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub netns: String,
+    pub bridge: String,
+    pub host: Ipv4Cidr,
+    pub vip: Ipv4Cidr,
+    pub guests: Vec<GuestPort>,
+}
+
+/// A guest's place on the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestPort {
+    pub guest: String,
+    pub address: Ipv4Cidr,
+    pub mac: String,
+    pub tap: String,
+}
+
+/// What `up` created, so `down` (or the next `up` after a crash) removes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub netns: Option<String>,
+}
+
+const RECORD: &str = "network.json";
+
+/// The local world's segment for `lab` (pure); `auto` values are resolved
+/// as `graph::resolve_network` resolves them.
+pub fn segment(lab: &Lab) -> Segment {
+    let host = match lab.network.host_address {
+        Auto::Given(cidr) => cidr,
+        Auto::Auto => crate::graph::LOCAL_LAB_SEGMENT,
+    };
+    let vip = match lab.network.vip {
+        Auto::Given(cidr) => cidr,
+        Auto::Auto => Ipv4Cidr { addr: with_last_octet(host.addr, 100), prefix: host.prefix },
+    };
+    let guests = lab
+        .guests
+        .iter()
+        .enumerate()
+        .map(|(idx, guest)| {
+            let addr = match guest.address {
+                Auto::Given(addr) => addr,
+                Auto::Auto => Ipv4Addr::from(u32::from(host.addr) + 10 + idx as u32),
+            };
+            let [_, b, c, d] = addr.octets();
+            GuestPort {
+                guest: guest.name.clone(),
+                address: Ipv4Cidr { addr, prefix: host.prefix },
+                mac: format!("52:54:00:{b:02x}:{c:02x}:{d:02x}"),
+                tap: format!("edgetap{idx}"),
+            }
+        })
+        .collect();
+    Segment { netns: lab.network.namespace.clone(), bridge: lab.network.bridge.clone(), host, vip, guests }
+}
+
+impl Segment {
+    pub fn port(&self, guest: &str) -> Option<&GuestPort> {
+        self.guests.iter().find(|port| port.guest == guest)
+    }
+}
+
+/// Brings the segment up: removes a previous run's leftovers, then creates
+/// the namespace, the bridge with the host address, and the taps. Does
+/// nothing when everything is already there.
+pub fn up(store: &Store, segment: &Segment) -> anyhow::Result<()> {
+    if ip::netns_exists(&segment.netns) && !bridge_ready(segment) {
+        // Half made (a crash mid-`up`) or left by a crashed run: start over.
+        ip::delete_netns(&segment.netns).context("removing a previous run's lab network")?;
+    }
+    if !ip::netns_exists(&segment.netns) {
+        save_record(store, &NetworkRecord { netns: Some(segment.netns.clone()) })?;
+        ip::add_netns(&segment.netns)?;
+        ip::add_bridge(&segment.netns, &segment.bridge, &segment.host.to_string())?;
+    }
+    // Guests added to the lab get their taps; running guests keep theirs.
+    for port in &segment.guests {
+        if !ip::link_exists(&segment.netns, &port.tap) {
+            ip::add_tap(&segment.netns, &port.tap, &segment.bridge)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the namespace, the bridge with the host address and every tap exist.
+pub fn is_up(segment: &Segment) -> bool {
+    bridge_ready(segment) && segment.guests.iter().all(|port| ip::link_exists(&segment.netns, &port.tap))
+}
+
+fn bridge_ready(segment: &Segment) -> bool {
+    ip::netns_exists(&segment.netns)
+        && ip::addresses(&segment.netns, &segment.bridge)
+            .map(|addresses| addresses.contains(&segment.host.to_string()))
+            .unwrap_or(false)
+}
+
+/// Removes what `up` recorded (the namespace and everything in it).
+pub fn down(store: &Store) -> anyhow::Result<Option<String>> {
+    let record = load_record(store);
+    let Some(netns) = record.netns else {
+        return Ok(None);
+    };
+    if ip::netns_exists(&netns) {
+        ip::delete_netns(&netns)?;
+    }
+    save_record(store, &NetworkRecord::default())?;
+    Ok(Some(netns))
+}
+
+fn load_record(store: &Store) -> NetworkRecord {
+    store.load_state(RECORD).and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+}
+
+fn save_record(store: &Store, record: &NetworkRecord) -> anyhow::Result<()> {
+    store.save_state(RECORD, &serde_json::to_vec_pretty(record)?)?;
+    Ok(())
+}
+
+fn with_last_octet(addr: Ipv4Addr, last: u8) -> Ipv4Addr {
+    let [a, b, c, _] = addr.octets();
+    Ipv4Addr::new(a, b, c, last)
+}

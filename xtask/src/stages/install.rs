@@ -1,0 +1,157 @@
+//! Stage `install <guest>` (local world): the guest's pristine disk.
+//!
+//! Pulls the kickstart's image from the served repo over HTTP through a
+//! counting file server (its counts are kept in the artifact, as the demo's
+//! server showed the install's requests), deploys it into a fresh sysroot,
+//! applies the guest's kickstart content and the local guest's greenboot and
+//! update units (`guest/local/`), then writes `disk.img` with `mkfs.ext4 -d`.
+//! The output digest is sha256 of the disk; guests run on copies of it.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::{StageCtx, StageOutput};
+use crate::guests::{
+    installer::{self, GuestConfig, InstallSpec, StaticNetwork, User},
+    netns, pull_server,
+};
+
+pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
+    let guest_name = &ctx.stage.id.name;
+    let guest = ctx.lab.guest(guest_name).with_context(|| format!("no guest `{guest_name}` in the lab"))?;
+    let kickstart = ctx.inputs.get("kickstart").context("install needs the guest's kickstart")?;
+    let repo = ctx.inputs.get("repo").context("install needs the served repo")?;
+    let image = ctx.lab.image(&ctx.lab.kickstart.image).context("the kickstart's image is not in the lab")?;
+    let segment = netns::segment(ctx.lab);
+    let port = segment.port(guest_name).context("the guest has no place on the lab segment")?;
+
+    let mut config = guest_config(ctx, &kickstart.out, guest_name)?;
+    config.network = Some(StaticNetwork { address: port.address, gateway: None, mac: port.mac.clone() });
+    config.configure_script = kickstart.extra.get("configure").and_then(|it| it.as_str()).map(String::from);
+    let spec = InstallSpec {
+        remote_url: format!("http://{}:{}/repo/", segment.host.addr, ctx.lab.file_server.port),
+        pull_url: None,
+        ostree_ref: image.ostree_ref.clone(),
+        commit: repo
+            .extra
+            .pointer(&format!("/images/{}/commit", image.name))
+            .and_then(|it| it.as_str())
+            .map(String::from),
+        kargs: installer::default_kargs(),
+        config,
+    };
+
+    let started = Instant::now();
+    let sysroot = ctx.out.join("sysroot");
+    let server = pull_server::start(&repo.out, &ctx.out.join("file-server.log"))?;
+    let spec = InstallSpec { pull_url: Some(format!("{}repo/", server.base_url)), ..spec };
+    let installed = installer::install_sysroot(&spec, &sysroot);
+    let served = server.finish();
+    let installed = installed?;
+    let pulled_in = started.elapsed();
+
+    let disk = ctx.out.join("disk.img");
+    installer::write_disk(&sysroot, &disk, guest.disk_gib << 30)?;
+    installer::remove_sysroot(&sysroot)?;
+    let digest = crate::hash::digest_path(&disk, None).with_context(|| format!("hashing {}", disk.display()))?;
+    Ok(StageOutput {
+        output_digest: digest,
+        extra: json!({
+            "commit": installed.commit,
+            "deployment": installed.deployment,
+            "disk": "disk.img",
+            "address": port.address.to_string(),
+            "file_server": {
+                "requests": served.counters.requests,
+                "bytes": served.counters.bytes_sent,
+            },
+            "pull_and_deploy_ms": pulled_in.as_millis() as u64,
+            "total_ms": started.elapsed().as_millis() as u64,
+        }),
+    })
+}
+
+/// The guest's configuration from its kickstart artifact (`<guest>.ks`,
+/// `files/`) and the local guest's own units (`guest/local/`).
+fn guest_config(ctx: &StageCtx, kickstart_out: &Path, guest_name: &str) -> anyhow::Result<GuestConfig> {
+    let local = local_files(ctx)?;
+    let mut trees = vec![local.clone()];
+    let files = kickstart_out.join("files");
+    if files.is_dir() {
+        trees.push(files);
+    }
+    let mut enable: Vec<String> =
+        ["edgelab-greenboot.service", "edgelab-update-stage.timer"].map(String::from).to_vec();
+    let ks = kickstart_out.join(format!("{guest_name}.ks"));
+    if ks.exists() {
+        let text = std::fs::read_to_string(&ks).with_context(|| format!("reading {}", ks.display()))?;
+        enable.extend(enabled_units(&text));
+    }
+    enable.dedup();
+    let password_hash = match &ctx.lab.kickstart.password_hash_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the password hash {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(GuestConfig {
+        hostname: guest_name.to_string(),
+        user: Some(User { name: ctx.lab.kickstart.user.clone(), password_hash }),
+        trees,
+        enable,
+        network: None,
+        configure_script: None,
+    })
+}
+
+/// `guest/local/` as a tree laid over the guest's root: its `bin/` goes to
+/// /etc/edgelab/bin and its `units/` to /etc/systemd/system. Built in the
+/// stage's scratch folder.
+fn local_files(ctx: &StageCtx) -> anyhow::Result<PathBuf> {
+    let source = ctx.lab.root.join("guest/local");
+    if !source.is_dir() {
+        bail!("{} is missing: it holds the local guest's greenboot and update units", source.display());
+    }
+    let tree = ctx.out.join("local-tree");
+    for (sub, dest) in [("bin", "etc/edgelab/bin"), ("units", "etc/systemd/system")] {
+        let dest = tree.join(dest);
+        std::fs::create_dir_all(&dest)?;
+        for entry in
+            std::fs::read_dir(source.join(sub)).with_context(|| format!("reading {}/{sub}", source.display()))?
+        {
+            let entry = entry?;
+            std::fs::copy(entry.path(), dest.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(tree)
+}
+
+/// Units a kickstart enables: `services --enabled=a,b` and `systemctl enable`
+/// lines of its %post sections (user units, `--user`/`--global`, excluded).
+fn enabled_units(ks: &str) -> Vec<String> {
+    let mut units = Vec::new();
+    for line in ks.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("services ") {
+            for word in rest.split_whitespace() {
+                if let Some(list) = word.strip_prefix("--enabled=") {
+                    units.extend(list.split(',').filter(|it| !it.is_empty()).map(String::from));
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("systemctl enable ") {
+            if rest.contains("--user") || rest.contains("--global") || rest.contains('$') {
+                continue;
+            }
+            units.extend(rest.split_whitespace().filter(|word| !word.starts_with('-')).map(String::from));
+        }
+    }
+    units
+}

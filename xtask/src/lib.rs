@@ -16,6 +16,7 @@ pub mod lab;
 pub mod plan;
 pub mod progress;
 pub mod runner;
+pub mod services;
 pub mod stages;
 pub mod store;
 pub mod tools;

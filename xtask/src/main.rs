@@ -26,6 +26,26 @@ enum Command {
     /// The store under artifacts/.
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
+    /// Serve an image's repo (`serve v2`) or a folder in the foreground, counting files and bytes.
+    Serve {
+        /// An image of the lab (`v2`).
+        image: Option<String>,
+        /// Serve this folder instead of an image.
+        #[arg(long, conflicts_with = "image")]
+        dir: Option<std::path::PathBuf>,
+        /// Listen on this address instead of the lab's file-server address.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Listen on this port instead of the lab's file-server port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Benchmark the file server against the demo's Go server, nginx and python (becomes `bench serve`).
+    BenchServe {
+        /// Where serve.json goes.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -81,6 +101,15 @@ fn main() {
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),
         Command::Artifacts(ArtifactsCommand::Verify) => cli::artifacts::verify(global),
+        Command::Serve { image, dir, address, port } => {
+            let options =
+                cli::serve::ServeOptions { image: image.clone(), dir: dir.clone(), address: *address, port: *port };
+            cli::serve::run(global, &options)
+        }
+        Command::BenchServe { out } => {
+            let out_dir = out.clone().unwrap_or_else(|| cli::project_root().join("bench/results"));
+            cli::bench_serve::run(&out_dir)
+        }
         Command::Test { args } => cli::test_cmd::run(args),
     };
     if let Err(err) = result {

@@ -2,7 +2,9 @@
 //! same way (`Session`) and then does one thing.
 
 pub mod artifacts;
+pub mod bench_serve;
 pub mod lab_cmd;
+pub mod serve;
 pub mod test_cmd;
 
 use std::path::{Path, PathBuf};

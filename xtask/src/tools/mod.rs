@@ -11,8 +11,14 @@
 
 pub mod apt;
 pub mod cargo;
+pub mod go;
 pub mod graphviz;
+pub mod nginx;
+pub mod ostree;
 pub mod packages;
+pub mod python;
+pub mod serve;
+pub mod wrk;
 
 use std::{
     ffi::{OsStr, OsString},

@@ -33,6 +33,7 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("wrk", "wrk", "-", &["-v"]),
     ("nginx", "nginx-light", "nginx", &["-v"]),
     ("go", "golang-go", "golang", &["version"]),
+    ("python3", "python3", "python3", &["--version"]),
 ];
 
 /// The Debian package providing `program`, if there is one.

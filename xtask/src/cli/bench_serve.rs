@@ -106,6 +106,10 @@ pub struct ServerResult {
     /// Requests per second: `small_object` and `objects` (rotating).
     pub wrk_rps: Option<PerLoad<f64>>,
     pub wrk_latency_ms: Option<PerLoad<Latency>>,
+    /// CPU time the server's processes used per request during the wrk
+    /// runs (user + system): a figure that holds up better than requests
+    /// per second when other work shares the machine.
+    pub wrk_server_cpu_us_per_request: Option<PerLoad<f64>>,
     pub notes: String,
 }
 
@@ -251,20 +255,22 @@ pub fn render_table(report: &BenchReport) -> String {
         report.settings.wrk
     );
     table.push_str(&format!(
-        "{:<28} {:>12} {:>14} {:>14} {:>12}\n",
-        "server", "pull median", "rps 2KB obj", "rps objects", "p99 ms obj"
+        "{:<28} {:>12} {:>12} {:>12} {:>11} {:>16}\n",
+        "server", "pull median", "rps 2KB obj", "rps objects", "p99 ms obj", "cpu us/req obj"
     ));
     for server in &report.servers {
-        let (small, objects, p99) = match (&server.wrk_rps, &server.wrk_latency_ms) {
-            (Some(rps), Some(latency)) => (
-                format!("{:.0}", rps.small_object),
-                format!("{:.0}", rps.objects),
-                format!("{:.2}", latency.objects.p99),
-            ),
-            _ => ("-".into(), "-".into(), "-".into()),
-        };
+        let (small, objects, p99, cpu) =
+            match (&server.wrk_rps, &server.wrk_latency_ms, &server.wrk_server_cpu_us_per_request) {
+                (Some(rps), Some(latency), Some(cpu)) => (
+                    format!("{:.0}", rps.small_object),
+                    format!("{:.0}", rps.objects),
+                    format!("{:.2}", latency.objects.p99),
+                    format!("{:.1}", cpu.objects),
+                ),
+                _ => ("-".into(), "-".into(), "-".into(), "-".into()),
+            };
         table.push_str(&format!(
-            "{:<28} {:>11.2}s {small:>14} {objects:>14} {p99:>12}\n",
+            "{:<28} {:>11.2}s {small:>12} {objects:>12} {p99:>11} {cpu:>16}\n",
             server.server, server.pull_seconds.median
         ));
     }
@@ -373,7 +379,7 @@ fn measure_server(
         runs.push(time_pull(&client, &format!("{base_url}/repo"))?);
         std::fs::remove_dir_all(&client).ok();
     }
-    let (wrk_rps, wrk_latency_ms, wrk_errors) = match config.wrk_duration {
+    let (wrk_rps, wrk_latency_ms, wrk_cpu, wrk_errors) = match config.wrk_duration {
         Some(duration) => {
             let small_paths = [fixture.small_object_path.clone()];
             let load = |paths| WrkLoad {
@@ -383,16 +389,25 @@ fn measure_server(
                 connections: config.wrk_connections,
                 duration,
             };
+            let pid = server.child.id();
+            let cpu_start = process_tree_cpu_seconds(pid);
             let small = tools::wrk::run(&load(&small_paths), &server_dir)?;
+            let cpu_middle = process_tree_cpu_seconds(pid);
             let objects = tools::wrk::run(&load(&fixture.object_paths), &server_dir)?;
+            let cpu_end = process_tree_cpu_seconds(pid);
+            let per_request = |seconds: f64, requests: u64| seconds * 1e6 / requests.max(1) as f64;
             let errors = small.errors + objects.errors;
             (
                 Some(PerLoad { small_object: small.requests_per_second, objects: objects.requests_per_second }),
                 Some(PerLoad { small_object: latency(&small), objects: latency(&objects) }),
+                Some(PerLoad {
+                    small_object: per_request(cpu_middle - cpu_start, small.requests),
+                    objects: per_request(cpu_end - cpu_middle, objects.requests),
+                }),
                 errors,
             )
         }
-        None => (None, None, 0),
+        None => (None, None, None, 0),
     };
     drop(server);
     let mut notes = notes(kind).to_string();
@@ -405,6 +420,7 @@ fn measure_server(
         pull_seconds: PullSeconds { median: median(&runs), runs },
         wrk_rps,
         wrk_latency_ms,
+        wrk_server_cpu_us_per_request: wrk_cpu,
         notes,
     })
 }
@@ -518,6 +534,31 @@ fn version(kind: ServerKind) -> String {
         ServerKind::Python => tools::python::version(),
     };
     found.unwrap_or_else(|err| format!("unknown ({err})"))
+}
+
+/// User and system CPU seconds of `pid` and its descendants (nginx's
+/// workers) so far, from /proc.
+fn process_tree_cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut pending = vec![pid];
+    let mut ticks = 0_u64;
+    while let Some(pid) = pending.pop() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name: state is 0, utime 11, stime 12.
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            for field_idx in [11, 12] {
+                ticks += fields.get(field_idx).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+        for task in tasks {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pending.extend(children.split_whitespace().filter_map(|child| child.parse::<u32>().ok()));
+        }
+    }
+    ticks as f64 / ticks_per_second
 }
 
 fn latency(report: &WrkReport) -> Latency {

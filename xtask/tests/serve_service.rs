@@ -41,7 +41,14 @@ fn service_starts_serves_restarts_and_stops() {
     assert_ne!(new_pid, pid);
     assert!(why.contains("had exited"), "{why}");
     assert_eq!(get(listen, "/repo/config").len(), 38);
-    let log = std::fs::read_to_string(store.run_dir("file-server").unwrap().join("file-server.log")).unwrap();
+    // The server writes its log in batches, a few times a second.
+    let log_path = store.run_dir("file-server").unwrap().join("file-server.log");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut log = String::new();
+    while !log.contains("/repo/config") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        log = std::fs::read_to_string(&log_path).unwrap();
+    }
     assert!(log.contains("/repo/config"), "the service log should hold request lines:\n{log}");
 
     assert!(file_server::stop(&store).unwrap());

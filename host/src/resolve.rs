@@ -149,7 +149,7 @@ impl RootDir {
             .open(&canonical_root)
             .ok()
             .map(OwnedFd::from)
-            .filter(|fd| matches!(openat2_beneath(fd, c"."), Ok(_)));
+            .filter(|fd| openat2_beneath(fd, c".").is_ok());
         RootDir { path: canonical_root, fd }
     }
 }

@@ -28,7 +28,7 @@ use crate::body::{Content, Exchange, ResponseBody, Tally};
 use crate::content_type::content_type_for;
 use crate::counters::ClientCounters;
 use crate::range::{ByteRange, Selection, parse_range, select};
-use crate::resolve::{OpenFailure, Reject, open_confined, resolve_path};
+use crate::resolve::{OpenFailure, Reject, RootDir, open_confined, resolve_path};
 
 /// The reserved path that serves the counters as JSON instead of a file.
 pub const COUNTERS_PATH: &str = "/.edgelab/counters";
@@ -99,7 +99,7 @@ pub(crate) async fn handle(
     if raw_path.starts_with(RESERVED_PREFIX) {
         return reply.error(StatusCode::NOT_FOUND);
     }
-    let path = match resolve_path(&reply.shared.root, raw_path) {
+    let path = match resolve_path(&reply.shared.root.path, raw_path) {
         Ok(path) => path,
         Err(reject) => return reply.rejected(reject),
     };
@@ -129,13 +129,8 @@ fn requested_range(request: &Request<Incoming>, is_head: bool) -> Option<ByteRan
 }
 
 /// Opens the file and loads it if it is small; see the module comment.
-fn open_and_load(
-    canonical_root: &Path,
-    path: &Path,
-    range: Option<ByteRange>,
-    is_head: bool,
-) -> Result<Opened, OpenFailure> {
-    let (mut file, metadata) = open_confined(canonical_root, path)?;
+fn open_and_load(root: &RootDir, path: &Path, range: Option<ByteRange>, is_head: bool) -> Result<Opened, OpenFailure> {
+    let (mut file, metadata) = open_confined(root, path)?;
     let file_len = metadata.len();
     let selection = select(range, file_len);
     let (first, length) = match selection {

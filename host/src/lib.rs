@@ -46,6 +46,7 @@ pub use resolve::{Reject, resolve_path};
 
 use counters::Counters;
 use request_log::RequestLog;
+use resolve::RootDir;
 
 /// The largest `max_connections` accepted; far above what file descriptors
 /// allow, and small enough to count permits in a `u32`.
@@ -118,8 +119,8 @@ pub struct Server {
 
 /// What every connection and request of one server shares.
 pub(crate) struct Shared {
-    /// The canonical root: symlinks resolved, so prefix checks are sound.
-    pub(crate) root: PathBuf,
+    /// The canonical root, open for confined opens.
+    pub(crate) root: RootDir,
     pub(crate) counters: Counters,
     pub(crate) log: RequestLog,
     http: http1::Builder,
@@ -184,7 +185,7 @@ impl Server {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(config.header_timeout).keep_alive(true);
         let shared = Shared {
-            root,
+            root: RootDir::open(root),
             counters: Counters::new(),
             log,
             http,
@@ -201,7 +202,7 @@ impl Server {
 
     /// The canonical root being served.
     pub fn root(&self) -> &Path {
-        &self.shared.root
+        &self.shared.root.path
     }
 
     /// The counters as they are now.

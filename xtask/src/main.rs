@@ -46,6 +46,20 @@ enum Command {
     /// Measure and write JSON under bench/results/.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+    /// Serve an image's repo (`serve v2`) or a folder in the foreground, counting files and bytes.
+    Serve {
+        /// An image of the lab (`v2`).
+        image: Option<String>,
+        /// Serve this folder instead of an image.
+        #[arg(long, conflicts_with = "image")]
+        dir: Option<std::path::PathBuf>,
+        /// Listen on this address instead of the lab's file-server address.
+        #[arg(long)]
+        address: Option<std::net::IpAddr>,
+        /// Listen on this port instead of the lab's file-server port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -158,6 +172,11 @@ fn main() {
                 extra.join(" ")
             )),
         },
+        Command::Serve { image, dir, address, port } => {
+            let options =
+                cli::serve::ServeOptions { image: image.clone(), dir: dir.clone(), address: *address, port: *port };
+            cli::serve::run(global, &options)
+        }
         Command::Test { args } => cli::test_cmd::run(args),
         Command::Bench(bench) => cli::bench::run(global, bench),
     };

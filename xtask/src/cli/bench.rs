@@ -29,6 +29,13 @@ use crate::{
 pub enum BenchCommand {
     /// The no-op `lab plan` with and without the stat cache, and hashing throughput.
     Plan(PlanBenchArgs),
+    /// The file server against the demo's Go server, nginx and python:
+    /// `ostree pull` wall time and wrk requests per second on one repo.
+    Serve {
+        /// Where serve.json goes (default bench/results/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +70,10 @@ struct Stats {
 pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Plan(args) => plan_bench(global, args),
+        BenchCommand::Serve { out } => {
+            let out_dir = out.clone().unwrap_or_else(|| project_root().join("bench/results"));
+            super::bench_serve::run(&out_dir)
+        }
     }
 }
 

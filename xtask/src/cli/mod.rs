@@ -3,11 +3,13 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod bench_serve;
 pub mod container;
 pub mod guest;
 pub mod image;
 pub mod image_diff;
 pub mod lab_cmd;
+pub mod serve;
 pub mod test_cmd;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! Services: what the lab leaves running on the host (the registry; later
-//! the file server). This file is the small supervision layer they share: a
+//! Services: what the lab leaves running on the host (the registry, the
+//! file server). This file is the small supervision layer they share: a
 //! service is started when it is not running, its pid and log live under
 //! `Store::run_dir(NAME)`, it is health-checked over TCP or HTTP, restarted
 //! when it died, and stopped by `lab down`. A port held by some other program
@@ -8,6 +8,7 @@
 //! Processes themselves are started by the typed wrappers in `tools/`; this
 //! layer only records, probes and signals them.
 
+pub mod file_server;
 pub mod registry;
 
 use std::{
@@ -26,6 +27,8 @@ use crate::{lab::Lab, store::Store};
 pub enum Service {
     /// The lab's container registry.
     Registry,
+    /// The counting file server serving the lab's OSTree content.
+    FileServer,
 }
 
 /// What `ensure` found and did.
@@ -67,11 +70,12 @@ pub struct Process<'a> {
 }
 
 impl Service {
-    pub const ALL: [Service; 1] = [Service::Registry];
+    pub const ALL: [Service; 2] = [Service::Registry, Service::FileServer];
 
     pub fn name(self) -> &'static str {
         match self {
             Service::Registry => "registry",
+            Service::FileServer => "file-server",
         }
     }
 }
@@ -94,6 +98,7 @@ impl Ensured {
 pub fn ensure(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<Ensured> {
     match service {
         Service::Registry => registry::ensure(lab, store),
+        Service::FileServer => file_server::ensure(lab, store),
     }
     .with_context(|| format!("starting the lab {service}"))
 }
@@ -102,6 +107,7 @@ pub fn ensure(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<Ensu
 pub fn stop(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<bool> {
     match service {
         Service::Registry => registry::stop(lab, store),
+        Service::FileServer => file_server::stop(store),
     }
     .with_context(|| format!("stopping the lab {service}"))
 }
@@ -112,6 +118,7 @@ pub fn status(lab: &Lab, store: &Store) -> Vec<String> {
         .iter()
         .map(|service| match service {
             Service::Registry => format!("{service}: {}", registry::status(lab, store)),
+            Service::FileServer => format!("{service}: {}", file_server::status(lab, store)),
         })
         .collect()
 }

@@ -1,4 +1,5 @@
-//! cargo itself: `cargo xtask test`, and static builds of the demo app's server.
+//! cargo itself: `cargo xtask test`, static builds of the demo app's server,
+//! and release builds of the workspace's own programs (the file server).
 
 use std::{
     path::{Path, PathBuf},
@@ -32,6 +33,26 @@ pub fn build_static_binary(manifest: &Path, bin: &str, target_dir: &Path) -> any
         .run()
         .with_context(|| format!("building `{bin}` from {}", manifest.display()))?;
     Ok(target_dir.join(target).join("release").join(bin))
+}
+
+/// Builds binary `bin` of workspace package `package` with `--release` and
+/// returns its path, in `CARGO_TARGET_DIR` when set (as cargo does).
+pub fn build_release_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    let root = crate::cli::project_root();
+    Cmd::new(cargo_program())
+        .args(["build", "--release", "--quiet", "--package", package, "--bin", bin])
+        .cwd(&root)
+        .timeout(Duration::from_secs(900))
+        .run()
+        .with_context(|| format!("building `{bin}` (package {package}) in release mode"))?;
+    Ok(target_dir(&root).join("release").join(bin))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
 }
 
 fn cargo_program() -> String {

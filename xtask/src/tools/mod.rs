@@ -17,6 +17,7 @@ pub mod cowsay;
 pub mod debugfs;
 pub mod docker_registry;
 pub mod figlet;
+pub mod go;
 pub mod graphviz;
 pub mod ip;
 pub mod isomd5;
@@ -25,16 +26,20 @@ pub mod ksvalidator;
 pub mod mkfs;
 pub mod mmdebstrap;
 pub mod mtools;
+pub mod nginx;
 pub mod ostree;
 pub mod ostree_sysroot;
 pub mod packages;
 pub mod pip;
 pub mod podman;
 pub mod process;
+pub mod python;
 pub mod qemu;
+pub mod serve;
 pub mod shellcheck;
 pub mod systemctl;
 pub mod systemd_analyze;
+pub mod wrk;
 pub mod xorriso;
 
 use std::{

@@ -42,6 +42,7 @@ const PROGRAMS: &[(&str, &str, &str, &[&str])] = &[
     ("go", "golang-go", "golang", &["version"]),
     ("systemctl", "systemd", "systemd", &["--version"]),
     ("cargo", "cargo", "cargo", &["--version"]),
+    ("python3", "python3", "python3", &["--version"]),
 ];
 
 /// The Debian package providing `program`, if there is one.

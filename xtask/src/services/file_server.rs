@@ -1,0 +1,118 @@
+//! The lab file server: edgelab-serve (host/) serving OSTree content to
+//! installing and upgrading guests, as the original demo's Go server did.
+//!
+//! `lab up` serves the merged repo (the `repo served` artifact) on the
+//! lab's file-server address and port. The supervision layer records its pid
+//! and log (every request line, with the running count and megabytes) under
+//! `run/file-server/`, restarts it when it died and stops it at `lab down`.
+//! What it serves and where is recorded beside the pid: a different root or
+//! address means stopping the old server before starting the new one.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use super::{Ensured, Health, Process};
+use crate::{
+    graph::{StageId, StageKind},
+    lab::Lab,
+    store::Store,
+    tools::{self, serve::ServeArgs},
+};
+
+/// The run-state folder's name.
+pub const NAME: &str = "file-server";
+
+/// Where edgelab-serve publishes its counters (host/src/handler.rs
+/// `COUNTERS_PATH`; xtask does not link the host crate).
+pub const COUNTERS_PATH: &str = "/.edgelab/counters";
+
+/// The counters edgelab-serve serves as JSON, as far as the lab reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub bytes_sent: u64,
+    pub started_at: String,
+    pub rejected: u64,
+}
+
+/// Where the file server listens, from lab.kdl (`file-server address= port=`).
+pub fn listen_address(lab: &Lab) -> SocketAddr {
+    SocketAddr::new(lab.file_server.address, lab.file_server.port)
+}
+
+/// The folder `lab up` serves: the published `repo served` artifact.
+pub fn served_root(store: &Store) -> anyhow::Result<PathBuf> {
+    let stage = StageId::new(StageKind::Repo, "served");
+    match store.last_manifest(&stage).filter(|manifest| store.artifact_manifest(&manifest.key).is_some()) {
+        Some(manifest) => Ok(store.artifact_out(&manifest.key)),
+        None => bail!("the served repo has not been built yet: run `cargo xtask lab up`"),
+    }
+}
+
+/// Serves the merged repo for `lab` unless that is already running.
+pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
+    let root = served_root(store)?;
+    ensure_serving(store, &root, listen_address(lab))
+}
+
+/// Makes sure edgelab-serve is serving `root` on `listen`: starts it,
+/// restarts it when it died, and replaces one serving something else.
+pub fn ensure_serving(store: &Store, root: &Path, listen: SocketAddr) -> anyhow::Result<Ensured> {
+    let root = std::fs::canonicalize(root).with_context(|| format!("cannot serve {}", root.display()))?;
+    let run_dir = store.run_dir(NAME)?;
+    let record_path = run_dir.join("serving");
+    let record = format!("root {}\nlisten {listen}\n", root.display());
+    if std::fs::read_to_string(&record_path).ok().as_deref() != Some(record.as_str()) {
+        super::stop_process(store, NAME)?;
+        std::fs::write(&record_path, &record).with_context(|| format!("writing {}", record_path.display()))?;
+    }
+    let binary = tools::serve::binary()?;
+    let args = ServeArgs { root, listen, quiet: false, log: None };
+    let start = |log: &Path| tools::serve::spawn(&binary, &args, log);
+    let process = Process {
+        name: NAME,
+        listen,
+        health: Health::Http(COUNTERS_PATH),
+        start: &start,
+        ready_timeout: Duration::from_secs(20),
+    };
+    super::ensure_process(store, &process)
+}
+
+/// Stops the file server; `Ok(false)` when it was not running.
+pub fn stop(store: &Store) -> anyhow::Result<bool> {
+    Ok(super::stop_process(store, NAME)?.is_some())
+}
+
+/// `running (pid N) on ADDR: R requests, X MB sent` or `stopped`.
+pub fn status(lab: &Lab, store: &Store) -> String {
+    let Some(pid) = super::running_pid(store, NAME) else {
+        return "stopped".into();
+    };
+    let listen = std::fs::read_to_string(store.run_dir(NAME).map(|dir| dir.join("serving")).unwrap_or_default())
+        .ok()
+        .and_then(|record| record.lines().find_map(|line| line.strip_prefix("listen ")?.parse().ok()))
+        .unwrap_or_else(|| listen_address(lab));
+    match counters(super::connect_address(listen)) {
+        Ok(counters) => format!(
+            "running (pid {pid}) on {listen}: {} requests, {:.3} MB sent",
+            counters.requests,
+            counters.bytes_sent as f64 / 1e6
+        ),
+        Err(err) => format!("running (pid {pid}) on {listen}, counters unavailable: {err:#}"),
+    }
+}
+
+/// Reads the counters of the file server at `endpoint`.
+pub fn counters(endpoint: SocketAddr) -> anyhow::Result<Counters> {
+    let url = format!("http://{endpoint}{COUNTERS_PATH}");
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
+    response.into_json().with_context(|| format!("reading the counters at {url}"))
+}

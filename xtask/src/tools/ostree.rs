@@ -355,23 +355,6 @@ fn parse_commit_table(text: &str) -> anyhow::Result<CommitStats> {
     Ok(stats)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_commit_table() {
-        let stats = parse_commit_table(
-            "Commit: cba327dd38424752356f82a6382bf8d6555b3b4a9af7926549c663bf1515b9ba\nMetadata Total: 7\n\
-             Metadata Written: 5\nContent Total: 1\nContent Written: 1\nContent Cache Hits: 0\nContent Bytes Written: 3\n",
-        )
-        .unwrap();
-        assert_eq!(stats.metadata_total, 7);
-        assert_eq!(stats.content_bytes_written, 3);
-        assert!(parse_commit_table("error").is_err());
-    }
-}
-
 // Plain functions for one-off repositories (the serve benchmark's test repo).
 /// `ostree init --mode=MODE` (`archive`, `bare-user`...).
 pub fn init(repo: &Path, mode: &str) -> anyhow::Result<()> {
@@ -417,3 +400,21 @@ pub fn pull(repo: &Path, remote: &str, branch: &str) -> anyhow::Result<()> {
 fn repo_flag(repo: &Path) -> String {
     format!("--repo={}", repo.display())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commit_table() {
+        let stats = parse_commit_table(
+            "Commit: cba327dd38424752356f82a6382bf8d6555b3b4a9af7926549c663bf1515b9ba\nMetadata Total: 7\n\
+             Metadata Written: 5\nContent Total: 1\nContent Written: 1\nContent Cache Hits: 0\nContent Bytes Written: 3\n",
+        )
+        .unwrap();
+        assert_eq!(stats.metadata_total, 7);
+        assert_eq!(stats.content_bytes_written, 3);
+        assert!(parse_commit_table("error").is_err());
+    }
+}
+

@@ -546,33 +546,26 @@ fn params<const N: usize>(entries: [(&str, Value); N]) -> BTreeMap<String, Value
 }
 
 fn ordered_builds(container: &crate::lab::Container) -> Vec<&crate::lab::ContainerBuild> {
-    let mut ordered: Vec<&crate::lab::ContainerBuild> = Vec::new();
-    // The parser rejected cycles; each pass places at least one build.
-    while ordered.len() < container.builds.len() {
-        let before = ordered.len();
-        for build in &container.builds {
-            let placed = ordered.iter().any(|it| it.name == build.name);
-            let base_ready = build.from.as_ref().is_none_or(|from| ordered.iter().any(|it| &it.name == from));
-            if !placed && base_ready {
-                ordered.push(build);
-            }
-        }
-        if ordered.len() == before {
-            break;
-        }
-    }
-    ordered
+    dependency_order(&container.builds, |build| &build.name, |build| build.from.as_deref())
 }
 
 fn ordered_images(lab: &Lab) -> Vec<&crate::lab::Image> {
-    let mut ordered: Vec<&crate::lab::Image> = Vec::new();
-    while ordered.len() < lab.images.len() {
+    dependency_order(&lab.images, |image| &image.name, |image| image.parent.as_deref())
+}
+
+/// `items` with each one after the item it names as its base (a build's
+/// `from`, an image's `parent`). The parser rejected cycles and dangling
+/// names, so each pass places at least one item; a pass that places none
+/// stops the loop rather than spin.
+fn dependency_order<'a, T>(items: &'a [T], name: impl Fn(&T) -> &str, base: impl Fn(&T) -> Option<&str>) -> Vec<&'a T> {
+    let mut ordered: Vec<&T> = Vec::new();
+    while ordered.len() < items.len() {
         let before = ordered.len();
-        for image in &lab.images {
-            let placed = ordered.iter().any(|it| it.name == image.name);
-            let parent_ready = image.parent.as_ref().is_none_or(|parent| ordered.iter().any(|it| &it.name == parent));
-            if !placed && parent_ready {
-                ordered.push(image);
+        for item in items {
+            let placed = ordered.iter().any(|it| name(it) == name(item));
+            let base_ready = base(item).is_none_or(|base| ordered.iter().any(|it| name(it) == base));
+            if !placed && base_ready {
+                ordered.push(item);
             }
         }
         if ordered.len() == before {

@@ -319,12 +319,12 @@ fn build_fixture(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<Fixtur
 /// somewhat, like a system's files (random words between text lines).
 /// Returns files and bytes.
 fn generate_tree(tree: &Path, n_small: usize, n_large: usize) -> anyhow::Result<(usize, u64)> {
-    let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut random = super::bench::XorShift(0x9e37_79b9_7f4a_7c15);
     let mut n_bytes = 0;
     for file_idx in 0..n_small + n_large {
         let size = match file_idx < n_small {
-            true => 1024 + random.below(15 * 1024),
-            false => 256 * 1024 + random.below(3840 * 1024),
+            true => 1024 + random.below(15 * 1024) as u64,
+            false => 256 * 1024 + random.below(3840 * 1024) as u64,
         };
         let dir = tree.join(format!("usr/share/bench/d{:03}", file_idx / 100));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -607,20 +607,4 @@ fn rfc3339_now() -> String {
         day_seconds / 60 % 60,
         day_seconds % 60
     )
-}
-
-/// A small deterministic generator for the tree's content (no dependency).
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
 }

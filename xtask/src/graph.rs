@@ -557,7 +557,7 @@ fn ordered_images(lab: &Lab) -> Vec<&crate::lab::Image> {
 /// `from`, an image's `parent`). The parser rejected cycles and dangling
 /// names, so each pass places at least one item; a pass that places none
 /// stops the loop rather than spin.
-fn dependency_order<'a, T>(items: &'a [T], name: impl Fn(&T) -> &str, base: impl Fn(&T) -> Option<&str>) -> Vec<&'a T> {
+fn dependency_order<T>(items: &[T], name: impl Fn(&T) -> &str, base: impl Fn(&T) -> Option<&str>) -> Vec<&T> {
     let mut ordered: Vec<&T> = Vec::new();
     while ordered.len() < items.len() {
         let before = ordered.len();

@@ -6,6 +6,9 @@
 //! `host setup --yes` runs against logging stand-ins for dnf, systemctl,
 //! usermod, firewall-cmd and nmcli: it must never touch this machine.
 
+// The tests run the fakes and the `cargo xtask` binary themselves.
+#![allow(clippy::disallowed_methods)]
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -66,10 +69,25 @@ fn an_install_that_never_finishes_is_bounded() {
     let world = World::new();
     world.set_install_polls(1000);
     let wait = InstallWait { poll: Duration::from_millis(10), limit: Duration::from_millis(200) };
-    let err = libvirt::up(&world.lab, &world.store, "edge-device-1", &world.iso("edge-device-1"), false, &wait, &|_| {})
-        .unwrap_err();
+    let err =
+        libvirt::up(&world.lab, &world.store, "edge-device-1", &world.iso("edge-device-1"), false, &wait, &|_| {})
+            .unwrap_err();
     assert!(format!("{err:#}").contains("did not finish within"), "{err:#}");
     assert!(!world.calls().iter().any(|line| line.contains(" start ")));
+}
+
+#[test]
+fn an_interrupted_install_is_waited_for_not_redone() {
+    let world = World::new();
+    world.set_install_polls(1000);
+    let wait = InstallWait { poll: Duration::from_millis(10), limit: Duration::from_millis(100) };
+    libvirt::up(&world.lab, &world.store, "edge-device-1", &world.iso("edge-device-1"), false, &wait, &|_| {})
+        .unwrap_err();
+    // The installer finishes while nobody watches.
+    std::fs::write(world.state.join("domains/edge-device-1/polls"), "1").unwrap();
+    assert_eq!(world.up("edge-device-1", false).unwrap(), UpAction::Installed);
+    assert_eq!(world.calls().iter().filter(|line| line.starts_with("virt-install")).count(), 1);
+    assert_eq!(world.domstate("edge-device-1"), "running");
 }
 
 #[test]
@@ -121,7 +139,8 @@ fn a_domain_with_the_guests_name_that_is_not_ours_is_left_alone() {
         assert!(text.contains("edgelab did not define it"), "{text}");
     }
     assert!(libvirt::start(&world.store, "edge-device-1").is_err());
-    assert!(!libvirt::destroy(&world.store, "edge-device-1").unwrap_or(true) || true);
+    assert!(libvirt::destroy(&world.store, "edge-device-1").is_err());
+    assert!(libvirt::console(&world.store, "edge-device-1").is_err());
     let calls = world.calls();
     assert!(calls.iter().all(|line| line.contains(" domuuid ") || line.contains(" domstate ")), "{calls:#?}");
 }
@@ -145,14 +164,34 @@ fn the_fake_rejects_what_the_real_programs_reject() {
     for (args, code, message) in [
         (vec!["--name", "x", "--bogus"], 2, "unrecognized arguments: --bogus"),
         (base.to_vec(), 1, "An install method must be specified"),
-        ([&base[..], &["--cdrom", iso, "--extra-args", "inst.ks=x"]].concat(), 1, "Kernel arguments are only supported"),
-        (vec!["--name", "x", "--memory", "1024", "--disk", "size=1", "--cdrom", iso], 1, "--os-variant/--osinfo OS name is required"),
+        (
+            [&base[..], &["--cdrom", iso, "--extra-args", "inst.ks=x"]].concat(),
+            1,
+            "Kernel arguments are only supported",
+        ),
+        (
+            vec!["--name", "x", "--memory", "1024", "--disk", "size=1", "--cdrom", iso],
+            1,
+            "--os-variant/--osinfo OS name is required",
+        ),
     ] {
-        let out = Command::new(world.bin.join("virt-install")).args(&args).env("FAKE_LIBVIRT_DIR", &world.state).output().unwrap();
+        let out = Command::new(world.bin.join("virt-install"))
+            .args(&args)
+            .env("FAKE_LIBVIRT_DIR", &world.state)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(code), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let out = Command::new(world.bin.join("virsh")).args(["list", "--all"]).env("FAKE_LIBVIRT_DIR", &world.state).output().unwrap();
+    let out = Command::new(world.bin.join("virsh"))
+        .args(["list", "--all"])
+        .env("FAKE_LIBVIRT_DIR", &world.state)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -168,11 +207,8 @@ fn guest_commands_dispatch_to_libvirt_in_the_rhel_world() {
     assert!(start.contains("guest edge-device-1: started"), "{start}");
     let console = world.xtask(&["guest", "console", "edge-device-1"]);
     assert!(console.contains("Connected to domain 'edge-device-1'"), "{console}");
-    let commands: Vec<String> = world
-        .calls()
-        .into_iter()
-        .filter(|line| !line.contains(" domuuid ") && !line.contains(" domstate "))
-        .collect();
+    let commands: Vec<String> =
+        world.calls().into_iter().filter(|line| !line.contains(" domuuid ") && !line.contains(" domstate ")).collect();
     assert_eq!(
         commands,
         [

@@ -26,11 +26,12 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
             }
         };
         let wants_reinstall = reinstall.iter().any(|it| it == name);
-        let action = libvirt::up(&session.lab, &session.store, name, &iso, wants_reinstall, &wait, &|line| {
-            println!("{line}")
-        })?;
+        let action =
+            libvirt::up(&session.lab, &session.store, name, &iso, wants_reinstall, &wait, &|line| println!("{line}"))?;
         match action {
-            UpAction::Installed => println!("guest {name}: installed and started (console: cargo xtask guest console {name})"),
+            UpAction::Installed => {
+                println!("guest {name}: installed and started (console: cargo xtask guest console {name})")
+            }
             UpAction::Reinstalled => println!("guest {name}: reinstalled and started"),
             UpAction::Started => println!("guest {name}: started"),
             UpAction::AlreadyRunning => {}

@@ -17,9 +17,12 @@ use std::{
 };
 
 use edgelab::{
+    cli::{Global, Session, guest_libvirt},
+    graph::{Stage, StageId, StageKind},
     guests::libvirt::{self, InstallWait, UpAction},
-    lab::Lab,
-    store::Store,
+    key::{Facts, Preimage},
+    lab::{Backend, Lab},
+    store::{LockWait, Manifest, Store},
 };
 use expect_test::{Expect, expect};
 
@@ -196,6 +199,32 @@ fn the_fake_rejects_what_the_real_programs_reject() {
 }
 
 #[test]
+fn lab_up_installs_the_guests_that_have_an_iso_from_the_iso_stage() {
+    let world = World::new();
+    world.set_install_polls(1);
+    let iso_1 = world.publish_iso("edge-device-1");
+    guest_libvirt::up(&world.session(), &[]).unwrap();
+    let installs: Vec<String> = world.calls().into_iter().filter(|line| line.starts_with("virt-install")).collect();
+    assert_eq!(installs.len(), 1, "{installs:#?}");
+    assert!(installs[0].contains("--name edge-device-1 "), "{}", installs[0]);
+    assert!(installs[0].contains(&format!("--cdrom {} ", iso_1.display())), "{}", installs[0]);
+    world.publish_iso("edge-device-2");
+    world.clear_calls();
+    guest_libvirt::up(&world.session(), &[]).unwrap();
+    let commands: Vec<String> = world
+        .calls()
+        .into_iter()
+        .filter(|line| !line.contains(" domuuid ") && !line.contains(" domstate "))
+        .map(|line| line.split(" --").take(2).collect::<Vec<_>>().join(" --"))
+        .collect();
+    assert_eq!(
+        commands,
+        ["virt-install --connect qemu:///system", "virsh --connect qemu:///system start edge-device-2"],
+        "edge-device-1 was running and is left alone"
+    );
+}
+
+#[test]
 fn guest_commands_dispatch_to_libvirt_in_the_rhel_world() {
     let world = World::new();
     world.up("edge-device-1", false).unwrap();
@@ -332,6 +361,49 @@ impl World {
             std::env::remove_var("FAKE_LIBVIRT_INSTALL_POLLS");
         }
         World { _guard: guard, _tmp: tmp, dir, bin, state, lab_file, lab, store }
+    }
+
+    /// Publishes a stand-in for the `iso NAME` stage's artifact, as the
+    /// stage names it (`NAME.iso`, recorded in the manifest).
+    fn publish_iso(&self, name: &str) -> PathBuf {
+        let stage = Stage {
+            id: StageId::new(StageKind::Iso, name),
+            schema: 1,
+            backend: Backend::Rhel,
+            params: [("guest".to_string(), serde_json::json!(name))].into(),
+            files: Default::default(),
+            tools: vec![],
+            deps: Default::default(),
+        };
+        let preimage = Preimage::of(&stage, &Facts::default(), Default::default());
+        let manifest = Manifest {
+            stage: stage.id.to_string(),
+            kind: stage.id.kind,
+            key: preimage.key(),
+            preimage,
+            output_digest: format!("sha256:{}", "0".repeat(64)),
+            content_digest: String::new(),
+            created_unix: 0,
+            duration_ms: 1,
+            extra: serde_json::json!({ "iso": format!("{name}.iso") }),
+        };
+        let lock = self.store.lock(LockWait::NoWait).unwrap();
+        let scratch = self.store.begin(&lock, &stage.id).unwrap();
+        std::fs::write(scratch.out.join(format!("{name}.iso")), "not really an ISO").unwrap();
+        let out = self.store.publish(&lock, scratch, manifest).unwrap();
+        out.join(format!("{name}.iso"))
+    }
+
+    fn session(&self) -> Session {
+        let global = Global {
+            lab: Some(self.lab_file.clone()),
+            store: Some(self.dir.join("store")),
+            no_wait: false,
+            quiet: true,
+        };
+        let session = Session::load(&global).unwrap();
+        assert_eq!(session.lab.backends.for_guests(), Backend::Rhel);
+        session
     }
 
     fn iso(&self, name: &str) -> PathBuf {

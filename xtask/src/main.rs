@@ -32,6 +32,9 @@ enum Command {
     /// The lab's container apps.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Prepare this RHEL host (packages, services, firewall, bridge); prints the plan first.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Compose an image (`image v2 --parent`), show one (`image info v1`), or
     /// compare two (`image diff v1 v2`).
     Image {
@@ -113,6 +116,22 @@ enum GuestCommand {
 }
 
 #[derive(Subcommand)]
+enum HostCommand {
+    /// Do what the original setup scripts did, showing each change first (dry run unless --yes).
+    Setup {
+        /// Apply the changes without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Only print the changes (the default when stdin is not a terminal).
+        #[arg(long)]
+        dry_run: bool,
+        /// The host interface to attach to the guests' bridge.
+        #[arg(long, value_name = "IFACE")]
+        bridge_port: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ContainerCommand {
     /// Point a registry tag at a build (`promote httpd v2 --tag prod`); kept across `lab up`.
     Promote {
@@ -176,6 +195,11 @@ fn main() {
             let options =
                 cli::serve::ServeOptions { image: image.clone(), dir: dir.clone(), address: *address, port: *port };
             cli::serve::run(global, &options)
+        }
+        Command::Host(HostCommand::Setup { yes, dry_run, bridge_port }) => {
+            let options =
+                cli::host_setup::HostSetupOptions { yes: *yes, dry_run: *dry_run, bridge_port: bridge_port.clone() };
+            cli::host_setup::run(global, &options)
         }
         Command::Test { args } => cli::test_cmd::run(args),
         Command::Bench(bench) => cli::bench::run(global, bench),

@@ -20,7 +20,7 @@ use crate::{
 /// its launcher. Guests without an install artifact are reported, not started.
 pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
     if session.lab.backends.for_guests() == Backend::Rhel {
-        return Ok(());
+        return super::guest_libvirt::up(session, reinstall);
     }
     for name in reinstall {
         if session.lab.guest(name).is_none() {
@@ -61,6 +61,9 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
 
 /// The guests' part of `lab down`: every guest destroyed, the network removed.
 pub fn down(session: &Session) -> anyhow::Result<()> {
+    if session.lab.backends.for_guests() == Backend::Rhel {
+        return super::guest_libvirt::down(session);
+    }
     for guest in &session.lab.guests {
         if guests::destroy(&session.store, &guest.name)? {
             println!("guest {}: destroyed", guest.name);
@@ -74,6 +77,10 @@ pub fn down(session: &Session) -> anyhow::Result<()> {
 
 pub fn start(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
+    known_guest(&session, name)?;
+    if session.lab.backends.for_guests() == Backend::Rhel {
+        return super::guest_libvirt::start(&session, name);
+    }
     let segment = netns::segment(&session.lab);
     netns::up(&session.store, &segment)?;
     guests::prepare(&session.lab, &session.store, name, false)?;
@@ -88,6 +95,9 @@ pub fn start(global: &Global, name: &str) -> anyhow::Result<()> {
 pub fn destroy(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
+    if session.lab.backends.for_guests() == Backend::Rhel {
+        return super::guest_libvirt::destroy(&session, name);
+    }
     if guests::destroy(&session.store, name)? {
         println!("guest {name}: destroyed");
     } else {
@@ -100,6 +110,9 @@ pub fn destroy(global: &Global, name: &str) -> anyhow::Result<()> {
 pub fn console(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
+    if session.lab.backends.for_guests() == Backend::Rhel {
+        return super::guest_libvirt::console(&session, name);
+    }
     let dir = guests::guest_dir(&session.store, name)?;
     let log = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod bench_serve;
 pub mod container;
 pub mod guest;
+pub mod guest_libvirt;
+pub mod host_setup;
 pub mod image;
 pub mod image_diff;
 pub mod lab_cmd;

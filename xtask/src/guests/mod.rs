@@ -13,6 +13,7 @@
 pub mod boot;
 pub mod installer;
 pub mod launcher;
+pub mod libvirt;
 pub mod netns;
 pub mod pull_server;
 

@@ -42,3 +42,14 @@ pub fn enable_offline(root: &std::path::Path, units: &[String]) -> anyhow::Resul
         .with_context(|| format!("enabling {} in {}", units.join(", "), root.display()))?;
     Ok(())
 }
+
+/// `systemctl enable --now UNIT`, as a user could paste it.
+pub fn enable_now_line(unit: &str) -> String {
+    Cmd::new("systemctl").args(["enable", "--now", unit]).display()
+}
+
+/// Enables UNIT and starts it now (`host setup`).
+pub fn enable_now(unit: &str) -> anyhow::Result<()> {
+    Cmd::new(super::require("systemctl")?).args(["enable", "--now", unit]).run()?;
+    Ok(())
+}

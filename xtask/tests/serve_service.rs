@@ -11,7 +11,7 @@ use std::{
 use edgelab::{
     cli::serve::{extract_image, extract_tarball},
     graph::{StageId, StageKind},
-    key::{Key, Preimage},
+    key::Preimage,
     services::{self, Ensured, file_server},
     store::{LockWait, Manifest, Store},
     tools,
@@ -168,18 +168,20 @@ fn publish_compose(store: &Store, image: &str, commit: &str, write_tarball: impl
     let lock = store.lock(LockWait::Wait).unwrap();
     let scratch = store.begin(&lock, &stage).unwrap();
     write_tarball(&scratch.out.join(format!("{image}-commit.tar")));
+    // The store accepts only a key that is its preimage's hash.
+    let preimage = Preimage {
+        kind: StageKind::Compose,
+        schema: 1,
+        params: [("image".to_string(), serde_json::json!(image))].into_iter().collect(),
+        files: Default::default(),
+        tools: Default::default(),
+        inputs: Default::default(),
+    };
     let manifest = Manifest {
         stage: format!("compose {image}"),
         kind: StageKind::Compose,
-        key: Key(commit.to_string()),
-        preimage: Preimage {
-            kind: StageKind::Compose,
-            schema: 1,
-            params: Default::default(),
-            files: Default::default(),
-            tools: Default::default(),
-            inputs: Default::default(),
-        },
+        key: preimage.key(),
+        preimage,
         output_digest: commit.to_string(),
         content_digest: String::new(),
         created_unix: 0,

@@ -10,12 +10,18 @@ pub const TEST_PROGRAMS: &[&str] = &[
     "ostree",
     "xorriso",
     "mcopy",
+    "mformat",
     "implantisomd5",
+    "checkisomd5",
     "qemu-system-x86_64",
+    "qemu-img",
     "keepalived",
     "mmdebstrap",
     "mkfs.ext4",
     "debugfs",
+    "e2fsck",
+    "chattr",
+    "unshare",
     "ip",
     "systemd-analyze",
     "shellcheck",
@@ -23,6 +29,7 @@ pub const TEST_PROGRAMS: &[&str] = &[
     "cowsay",
     "dot",
     "curl",
+    "wrk",
 ];
 
 pub fn run(extra_args: &[String]) -> anyhow::Result<()> {

@@ -38,7 +38,7 @@ impl PackageManager {
             PackageManager::Apt => {
                 Cmd::new("apt-get").args(["update", "-q"]).timeout(limit).run()?;
                 Cmd::new("apt-get")
-                    .args(["install", "-y", "-q", "--no-install-recommends"])
+                    .args(["install", "-y", "-q"])
                     .args(packages)
                     .env("DEBIAN_FRONTEND", "noninteractive")
                     .timeout(limit)

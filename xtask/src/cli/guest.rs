@@ -59,13 +59,18 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The guests' part of `lab down`: every guest destroyed, the network removed.
-pub fn down(session: &Session) -> anyhow::Result<()> {
+/// The guests' part of `lab down`: every guest destroyed.
+pub fn destroy_all(session: &Session) -> anyhow::Result<()> {
     for guest in &session.lab.guests {
         if guests::destroy(&session.store, &guest.name)? {
             println!("guest {}: destroyed", guest.name);
         }
     }
+    Ok(())
+}
+
+/// The end of `lab down`: the lab network removed (after the services in it).
+pub fn network_down(session: &Session) -> anyhow::Result<()> {
     if let Some(netns) = netns::down(&session.store)? {
         println!("network namespace {netns}: removed");
     }

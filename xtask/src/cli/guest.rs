@@ -148,6 +148,20 @@ pub fn console(global: &Global, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `guest exec NAME -- CMD`: a command as root in the guest, through its
+/// check shell; exits with the command's status.
+pub fn guest_exec(global: &Global, name: &str, timeout: u64, command: &[String]) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    known_guest(&session, name)?;
+    let line = command.join(" ");
+    let output = guests::shell::run(&session.store, name, &line, std::time::Duration::from_secs(timeout))?;
+    print!("{}", output.text);
+    if output.status != 0 {
+        std::process::exit(output.status.clamp(1, 255));
+    }
+    Ok(())
+}
+
 /// The hidden `guest run-launcher NAME`: the guest's bootloader loop.
 pub fn run_launcher(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;

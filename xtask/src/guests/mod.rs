@@ -15,6 +15,7 @@ pub mod installer;
 pub mod launcher;
 pub mod netns;
 pub mod pull_server;
+pub mod shell;
 
 use std::{
     path::{Path, PathBuf},

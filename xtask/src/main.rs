@@ -60,6 +60,10 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Run one of the demo's scenarios against the lab, asserting each step (`scale-from-zero`).
+    Demo { scenario: String },
+    /// Bring the lab up and run every demo scenario in order, with a text and JSON report.
+    E2e,
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -166,6 +170,8 @@ fn main() {
             cli::guest::guest_exec(global, name, *timeout, command)
         }
         Command::Guest(GuestCommand::RunLauncher { name }) => cli::guest::run_launcher(global, name),
+        Command::Demo { scenario } => cli::demo::demo_cmd(global, scenario),
+        Command::E2e => cli::demo::e2e(global),
         Command::Graph { format } => cli::lab_cmd::graph_cmd(global, format),
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),

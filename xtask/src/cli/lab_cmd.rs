@@ -92,6 +92,16 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     for line in crate::services::status(&session.lab, &session.store) {
         println!("{line}");
     }
+    for guest in &session.lab.guests {
+        let dir = crate::guests::guest_dir(&session.store, &guest.name)?;
+        let running = crate::guests::load_state(&dir).is_some_and(|state| crate::guests::is_running(&state));
+        let last = crate::guests::boots(&dir).pop().map(|boot| {
+            let verdict = if boot.healthy { "healthy" } else { "unhealthy" };
+            format!(", last boot {verdict} after {:.0}s ({})", boot.seconds, boot.deployment)
+        });
+        let what = if running { "running" } else { "stopped" };
+        println!("guest {}: {what}{}", guest.name, last.unwrap_or_default());
+    }
     Ok(())
 }
 

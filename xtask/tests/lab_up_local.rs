@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xtask::tools::{Cmd, ip};
+use edgelab::tools::{Cmd, ip};
 
 const NETNS: &str = "edgelab-lab-up-test";
 const WARM_CACHE: &str = "/var/tmp/edgelab-test-cache/composer";
@@ -29,7 +29,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn xtask(&self, args: &[&str], timeout: Duration) -> xtask::tools::Output {
+    fn xtask(&self, args: &[&str], timeout: Duration) -> edgelab::tools::Output {
         Cmd::new(env!("CARGO_BIN_EXE_xtask"))
             .arg("--lab")
             .arg(&self.lab_file)

@@ -44,7 +44,8 @@ fn steps(demo: &mut Demo) -> anyhow::Result<()> {
             Ok((holders.len() == 1).then(|| holders.remove(0)))
         })
     })?;
-    let expected_master = demo.lab.guests.iter().find(|guest| guest.vrrp_state == crate::lab::VrrpState::Master).map(|g| g.name.clone());
+    let expected_master =
+        demo.lab.guests.iter().find(|guest| guest.vrrp_state == crate::lab::VrrpState::Master).map(|g| g.name.clone());
     if let Some(expected) = expected_master {
         demo.step("the VIP is on the VRRP master", &expected.clone(), |_| match master == expected {
             true => Ok(master.clone()),
@@ -61,15 +62,19 @@ fn steps(demo: &mut Demo) -> anyhow::Result<()> {
             }
         })?;
     }
-    demo.step("a request to the VIP returns the v1 page", &format!("GET http://{vip}:{APP_PORT}/ has {V1_TITLE}"), |demo| {
-        wait_for(Duration::from_secs(300), Duration::from_secs(2), || {
-            let body = demo.get_vip(APP_PORT, Duration::from_secs(120))?;
-            if body.contains(V1_TITLE) && !body.contains(V2_ONLY) {
-                return Ok(Some(format!("v1 page, {} bytes", body.len())));
-            }
-            bail!("unexpected page: {}", body.chars().take(200).collect::<String>())
-        })
-    })?;
+    demo.step(
+        "a request to the VIP returns the v1 page",
+        &format!("GET http://{vip}:{APP_PORT}/ has {V1_TITLE}"),
+        |demo| {
+            wait_for(Duration::from_secs(300), Duration::from_secs(2), || {
+                let body = demo.get_vip(APP_PORT, Duration::from_secs(120))?;
+                if body.contains(V1_TITLE) && !body.contains(V2_ONLY) {
+                    return Ok(Some(format!("v1 page, {} bytes", body.len())));
+                }
+                bail!("unexpected page: {}", body.chars().take(200).collect::<String>())
+            })
+        },
+    )?;
     for guest in &guests {
         let want = if *guest == master { "httpd" } else { "" };
         demo.step(

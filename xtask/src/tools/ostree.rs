@@ -417,4 +417,3 @@ mod tests {
         assert!(parse_commit_table("error").is_err());
     }
 }
-

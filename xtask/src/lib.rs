@@ -9,6 +9,7 @@
 pub mod blueprint;
 pub mod cli;
 pub mod compose;
+pub mod demo;
 pub mod facts;
 pub mod graph;
 pub mod guests;

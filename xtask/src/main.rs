@@ -63,6 +63,10 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Run one of the demo's scenarios against the lab, asserting each step (`scale-from-zero`).
+    Demo { scenario: String },
+    /// Bring the lab up and run every demo scenario in order, with a text and JSON report.
+    E2e,
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
@@ -110,6 +114,15 @@ enum GuestCommand {
     Destroy { name: String },
     /// Start the guest (boots its disk as it was left).
     Start { name: String },
+    /// Run a shell command as root in the guest (local world: its check shell).
+    Exec {
+        name: String,
+        /// Seconds to wait for the shell and the command.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
     /// The guest's launcher (its bootloader loop); `lab up` starts it.
     #[command(hide = true)]
     RunLauncher { name: String },
@@ -172,7 +185,12 @@ fn main() {
         Command::Guest(GuestCommand::Console { name }) => cli::guest::console(global, name),
         Command::Guest(GuestCommand::Destroy { name }) => cli::guest::destroy(global, name),
         Command::Guest(GuestCommand::Start { name }) => cli::guest::start(global, name),
+        Command::Guest(GuestCommand::Exec { name, timeout, command }) => {
+            cli::guest::guest_exec(global, name, *timeout, command)
+        }
         Command::Guest(GuestCommand::RunLauncher { name }) => cli::guest::run_launcher(global, name),
+        Command::Demo { scenario } => cli::demo::demo_cmd(global, scenario),
+        Command::E2e => cli::demo::e2e(global),
         Command::Graph { format } => cli::lab_cmd::graph_cmd(global, format),
         Command::Artifacts(ArtifactsCommand::Ls) => cli::artifacts::ls(global),
         Command::Artifacts(ArtifactsCommand::Gc) => cli::artifacts::gc(global),

@@ -59,8 +59,8 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The guests' part of `lab down`: every guest destroyed, the network removed.
-pub fn down(session: &Session) -> anyhow::Result<()> {
+/// The guests' part of `lab down`: every guest destroyed.
+pub fn destroy_all(session: &Session) -> anyhow::Result<()> {
     if session.lab.backends.for_guests() == Backend::Rhel {
         return super::guest_libvirt::down(session);
     }
@@ -69,6 +69,11 @@ pub fn down(session: &Session) -> anyhow::Result<()> {
             println!("guest {}: destroyed", guest.name);
         }
     }
+    Ok(())
+}
+
+/// The end of `lab down`: the lab network removed (after the services in it).
+pub fn network_down(session: &Session) -> anyhow::Result<()> {
     if let Some(netns) = netns::down(&session.store)? {
         println!("network namespace {netns}: removed");
     }
@@ -153,6 +158,20 @@ pub fn console(global: &Global, name: &str) -> anyhow::Result<()> {
     stream.shutdown(std::net::Shutdown::Both).ok();
     printer.join().ok();
     eprintln!("\n-- left {name}'s console --");
+    Ok(())
+}
+
+/// `guest exec NAME -- CMD`: a command as root in the guest, through its
+/// check shell; exits with the command's status.
+pub fn guest_exec(global: &Global, name: &str, timeout: u64, command: &[String]) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    known_guest(&session, name)?;
+    let line = command.join(" ");
+    let output = guests::shell::run(&session.store, name, &line, std::time::Duration::from_secs(timeout))?;
+    print!("{}", output.text);
+    if output.status != 0 {
+        std::process::exit(output.status.clamp(1, 255));
+    }
     Ok(())
 }
 

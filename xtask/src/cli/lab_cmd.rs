@@ -35,6 +35,13 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
     }
     let lock = session.store.lock(global.lock_wait())?;
     let facts = session.facts()?;
+    // Local world: the lab network first, so the services the stages start
+    // (the registry for pushes) live inside it.
+    if let Some(netns) = crate::guests::netns::lab_netns(&session.lab) {
+        let segment = crate::guests::netns::segment(&session.lab);
+        crate::guests::netns::up(&session.store, &segment)
+            .with_context(|| format!("bringing up the lab network (namespace {netns})"))?;
+    }
     let progress = Progress::new(global.quiet);
     let summary = runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &wanted, &progress);
     print!("{}", summary.render());
@@ -42,6 +49,7 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
         bail!("some stages failed (see above)");
     }
     drop(lock);
+    ensure_services(&session)?;
     super::guest::up(&session, reinstall)?;
     let missing = summary.missing();
     if !missing.is_empty() {
@@ -55,6 +63,26 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
     Ok(())
 }
 
+/// Every lab service up (the registry, the file server serving the repo),
+/// once the stages have built what they serve.
+fn ensure_services(session: &Session) -> anyhow::Result<()> {
+    for service in crate::services::Service::ALL {
+        if service == crate::services::Service::FileServer
+            && crate::services::file_server::served_root(&session.store).is_err()
+        {
+            continue;
+        }
+        match crate::services::ensure(&session.lab, &session.store, service)? {
+            crate::services::Ensured::Started { pid } => println!("lab {service}: started (pid {pid})"),
+            crate::services::Ensured::Restarted { pid, why } => {
+                println!("lab {service}: restarted (pid {pid}): {why}")
+            }
+            crate::services::Ensured::AlreadyRunning { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 pub fn status(global: &Global) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     let plan = compute_plan(&session)?;
@@ -64,17 +92,28 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     for line in crate::services::status(&session.lab, &session.store) {
         println!("{line}");
     }
+    for guest in &session.lab.guests {
+        let dir = crate::guests::guest_dir(&session.store, &guest.name)?;
+        let running = crate::guests::load_state(&dir).is_some_and(|state| crate::guests::is_running(&state));
+        let last = crate::guests::boots(&dir).pop().map(|boot| {
+            let verdict = if boot.healthy { "healthy" } else { "unhealthy" };
+            format!(", last boot {verdict} after {:.0}s ({})", boot.seconds, boot.deployment)
+        });
+        let what = if running { "running" } else { "stopped" };
+        println!("guest {}: {what}{}", guest.name, last.unwrap_or_default());
+    }
     Ok(())
 }
 
 pub fn down(global: &Global) -> anyhow::Result<()> {
     let session = Session::load(global)?;
-    super::guest::down(&session)?;
+    super::guest::destroy_all(&session)?;
     for service in crate::services::Service::ALL {
         if crate::services::stop(&session.lab, &session.store, service)? {
             println!("stopped the lab {service}");
         }
     }
+    super::guest::network_down(&session)?;
     println!("lab {}: services stopped (store kept at {})", session.lab.name, session.store.root().display());
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod bench_serve;
 pub mod container;
+pub mod demo;
 pub mod guest;
 pub mod guest_libvirt;
 pub mod host_setup;

@@ -224,6 +224,13 @@ fn apply_config(config: &GuestConfig, deploy_dir: &Path, var: &Path) -> anyhow::
         write_network(network, &etc)?;
         enable.push("systemd-networkd.service".into());
     }
+    // A kickstart may enable a unit only some images have (RHEL's
+    // rpm-ostreed-automatic.timer behind an `if`): enable what exists.
+    enable.retain(|unit| {
+        ["etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system", "usr/etc/systemd/system"]
+            .iter()
+            .any(|dir| deploy_dir.join(dir).join(unit).exists())
+    });
     systemctl::enable_offline(deploy_dir, &enable)?;
     if let Some(script) = &config.configure_script {
         chroot::run_script(deploy_dir, var, script)?;
@@ -273,6 +280,9 @@ fn add_user(user: &User, etc: &Path, var: &Path) -> anyhow::Result<()> {
     append(&etc.join("shadow"), &format!("{name}:{hash}:19000:0:99999:7:::\n"))?;
     append(&etc.join("group"), &format!("{name}:x:{gid}:\n"))?;
     append(&etc.join("gshadow"), &format!("{name}:!::\n"))?;
+    // Rootless podman maps the container's users into these ranges.
+    append(&etc.join("subuid"), &format!("{name}:100000:65536\n"))?;
+    append(&etc.join("subgid"), &format!("{name}:100000:65536\n"))?;
     // The demo's user is in `wheel`; Debian's administrators group is `sudo`.
     add_to_group(&etc.join("group"), "sudo", name)?;
     let home = var.join("home").join(name);

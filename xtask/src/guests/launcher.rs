@@ -68,6 +68,7 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
             console_socket: dir.join("console.sock"),
             console_log: console_log.clone(),
             netns: state.netns.clone().filter(|_| state.tap.is_some()),
+            shell_socket: Some(dir.join(super::shell::SOCKET)),
         };
         let started = Instant::now();
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -16,6 +16,7 @@ pub mod launcher;
 pub mod libvirt;
 pub mod netns;
 pub mod pull_server;
+pub mod shell;
 
 use std::{
     path::{Path, PathBuf},

@@ -10,7 +10,7 @@
 //! removes exactly that, and a crashed run's leftovers are found by name and
 //! removed by the next `up`.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,59 @@ pub fn down(store: &Store) -> anyhow::Result<Option<String>> {
     }
     save_record(store, &NetworkRecord::default())?;
     Ok(Some(netns))
+}
+
+/// The namespace the lab's services and clients live in: the local world's
+/// with guests. `None` (host networking) for the RHEL world and for labs
+/// without guests (hand-built labs on loopback in tests).
+pub fn lab_netns(lab: &Lab) -> Option<String> {
+    let local = lab.backends.for_guests() != crate::lab::Backend::Rhel;
+    (local && !lab.guests.is_empty()).then(|| lab.network.namespace.clone())
+}
+
+/// Runs `f` inside the lab's namespace (brought up first when it is not),
+/// or here when the lab has none (`lab_netns`).
+pub fn in_lab<T: Send>(lab: &Lab, store: &Store, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let Some(netns) = lab_netns(lab) else {
+        return Ok(f());
+    };
+    let segment = segment(lab);
+    if !is_up(&segment) {
+        up(store, &segment).context("bringing up the lab network")?;
+    }
+    within(&netns, f)
+}
+
+/// Runs `f` inside the lab's namespace when it exists, else here (for
+/// read-only looks such as `lab status`).
+pub fn in_lab_if_up<T: Send>(lab: &Lab, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    match lab_netns(lab).filter(|netns| ip::netns_exists(netns)) {
+        Some(netns) => within(&netns, f),
+        None => Ok(f()),
+    }
+}
+
+/// Runs `f` on a thread that first joined the network namespace `netns`:
+/// its sockets, and the processes it starts, live in that namespace.
+/// `setns` is a system call, not a process; the calling thread stays where it is.
+pub fn within<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let path = Path::new("/run/netns").join(netns);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("opening network namespace {} (is the lab network up?)", path.display()))?;
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                let err = std::io::Error::last_os_error();
+                return Err(anyhow::anyhow!("entering network namespace {netns}: {err}"));
+            }
+            Ok(f())
+        });
+        match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 fn load_record(store: &Store) -> NetworkRecord {

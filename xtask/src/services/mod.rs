@@ -95,11 +95,14 @@ impl Ensured {
 }
 
 /// Makes sure `service` is up for `lab`: starts it, or restarts it if it died.
+/// In the local world with guests the service runs inside the lab's network
+/// namespace (brought up first), bound to the lab host's address there.
 pub fn ensure(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<Ensured> {
-    match service {
+    crate::guests::netns::in_lab(lab, store, || match service {
         Service::Registry => registry::ensure(lab, store),
         Service::FileServer => file_server::ensure(lab, store),
-    }
+    })
+    .and_then(|ensured| ensured)
     .with_context(|| format!("starting the lab {service}"))
 }
 
@@ -114,6 +117,11 @@ pub fn stop(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<bool> 
 
 /// One line per service for `lab status`.
 pub fn status(lab: &Lab, store: &Store) -> Vec<String> {
+    crate::guests::netns::in_lab_if_up(lab, || status_here(lab, store))
+        .unwrap_or_else(|err| vec![format!("services: {err:#}")])
+}
+
+fn status_here(lab: &Lab, store: &Store) -> Vec<String> {
     Service::ALL
         .iter()
         .map(|service| match service {

@@ -86,7 +86,7 @@ fn guest_config(ctx: &StageCtx, kickstart_out: &Path, guest_name: &str) -> anyho
         trees.push(files);
     }
     let mut enable: Vec<String> =
-        ["edgelab-greenboot.service", "edgelab-update-stage.timer"].map(String::from).to_vec();
+        ["edgelab-greenboot.service", "edgelab-update-stage.timer", "edgelab-shell.service"].map(String::from).to_vec();
     let ks = kickstart_out.join(format!("{guest_name}.ks"));
     if ks.exists() {
         let text = std::fs::read_to_string(&ks).with_context(|| format!("reading {}", ks.display()))?;

@@ -71,8 +71,16 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
     }
 }
 
-/// Runs `ctx.stage`, writing into `ctx.out`.
+/// Runs `ctx.stage`, writing into `ctx.out`. Stages that talk to the lab's
+/// services run where those live (the lab's network namespace, local world).
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
+    if services_needed(ctx.stage).is_empty() {
+        return run_here(ctx);
+    }
+    crate::guests::netns::in_lab(ctx.lab, ctx.store, || run_here(ctx))?
+}
+
+fn run_here(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::run(ctx),
         StageKind::Blueprint => blueprint::run(ctx),
@@ -91,6 +99,14 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
 /// installed package): is that outside state still there? `Err` says what
 /// was lost; the runner then reruns the stage even though its key is cached.
 pub fn check_live(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
+    if services_needed(ctx.stage).is_empty() {
+        return check_live_here(ctx, output_digest);
+    }
+    crate::guests::netns::in_lab(ctx.lab, ctx.store, || check_live_here(ctx, output_digest))
+        .unwrap_or_else(|err| Err(format!("{err:#}")))
+}
+
+fn check_live_here(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
     match ctx.stage.id.kind {
         StageKind::Prereqs => prereqs::check_live(ctx, output_digest),
         StageKind::Push => push::check_live(ctx, output_digest),

@@ -50,7 +50,14 @@ pub struct Machine {
     pub console_log: PathBuf,
     /// Run inside this network namespace (where the tap lives).
     pub netns: Option<String>,
+    /// A unix socket (server side) wired to the guest's virtio serial port
+    /// `edgelab.shell`, where the guest runs a root shell for the lab's checks.
+    pub shell_socket: Option<PathBuf>,
 }
+
+/// The name of the guest's virtio serial port carrying the lab shell
+/// (`/dev/virtio-ports/edgelab.shell` in the guest).
+pub const SHELL_PORT: &str = "edgelab.shell";
 
 impl Accel {
     pub fn as_str(self) -> &'static str {
@@ -102,6 +109,14 @@ pub fn spawn(machine: &Machine, log: &Path) -> anyhow::Result<Child> {
         "-serial".into(),
         "chardev:console".into(),
     ];
+    if let Some(socket) = &machine.shell_socket {
+        args.push("-device".into());
+        args.push("virtio-serial-pci".into());
+        args.push("-chardev".into());
+        args.push(format!("socket,id=shell,path={},server=on,wait=off", path_arg(socket)));
+        args.push("-device".into());
+        args.push(format!("virtserialport,chardev=shell,name={SHELL_PORT}"));
+    }
     if let Some(nic) = &machine.nic {
         args.push("-netdev".into());
         args.push(format!("tap,id=net0,ifname={},script=no,downscript=no", nic.tap));

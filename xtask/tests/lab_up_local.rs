@@ -1,0 +1,110 @@
+//! `cargo xtask lab up` end to end in the local world: the real binary with
+//! the project's lab.kdl (copied with `guest/` into a temp folder, its
+//! namespace renamed so a developer's own lab is untouched), a temp store
+//! pre-seeded with the warm composer cache when there is one
+//! (/var/tmp/edgelab-test-cache/composer; cold otherwise, ~10 more minutes).
+//! Asserts the summary, that the VIP answers the v1 page from inside the
+//! lab's namespace, and that `lab down` removes the namespace. A guard runs
+//! `lab down` however the test ends. Needs root, qemu, ostree, mmdebstrap,
+//! podman and docker-registry (`cargo xtask test` installs them).
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use edgelab::tools::{Cmd, ip};
+
+const NETNS: &str = "edgelab-lab-up-test";
+const WARM_CACHE: &str = "/var/tmp/edgelab-test-cache/composer";
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    lab_file: PathBuf,
+    store: PathBuf,
+}
+
+impl Lab {
+    fn xtask(&self, args: &[&str], timeout: Duration) -> edgelab::tools::Output {
+        Cmd::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("--lab")
+            .arg(&self.lab_file)
+            .arg("--store")
+            .arg(&self.store)
+            .args(args)
+            .timeout(timeout)
+            .run_unchecked()
+            .unwrap_or_else(|err| panic!("running xtask {args:?}: {err:#}"))
+    }
+}
+
+/// Runs `lab down` when the test ends, passed or not.
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.xtask(&["lab", "down"], Duration::from_secs(120));
+        eprintln!("lab down: {}{}", out.stdout, out.stderr);
+    }
+}
+
+fn make_lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let root = project_root();
+    let lab = std::fs::read_to_string(root.join("lab.kdl")).unwrap();
+    let lab = lab.replace("namespace \"edgelab\"", &format!("namespace \"{NETNS}\""));
+    assert!(lab.contains(NETNS), "lab.kdl no longer names its namespace `edgelab`");
+    let lab_file = dir.path().join("lab.kdl");
+    std::fs::write(&lab_file, lab).unwrap();
+    Cmd::new("cp").arg("-a").arg(root.join("guest")).arg(dir.path()).run().unwrap();
+    let store = dir.path().join("artifacts");
+    std::fs::create_dir_all(store.join("run")).unwrap();
+    if Path::new(WARM_CACHE).is_dir() {
+        Cmd::new("cp").args(["-a", WARM_CACHE]).arg(store.join("run")).timeout(Duration::from_secs(600)).run().unwrap();
+    }
+    Lab { _dir: dir, lab_file, store }
+}
+
+#[test]
+fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
+    let lab = make_lab();
+    let started = Instant::now();
+    let up = lab.xtask(&["lab", "up"], Duration::from_secs(3600));
+    let up_time = started.elapsed();
+    assert!(up.status.success(), "lab up failed:\n{}\n{}", up.stdout, up.stderr);
+    for stage in ["compose v1", "repo served", "install edge-device-1", "install edge-device-2"] {
+        assert!(up.stdout.contains(stage), "the summary does not list `{stage}`:\n{}", up.stdout);
+    }
+    assert!(!up.stdout.contains("FAILED"), "{}", up.stdout);
+    assert!(ip::netns_exists(NETNS), "lab up did not create the namespace {NETNS}");
+    eprintln!("lab up took {up_time:?}");
+
+    // Booting under TCG and the first pull of the container take minutes.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let page = loop {
+        let out = ip::netns_exec(NETNS, "curl")
+            .args(["-s", "--max-time", "60", "http://10.88.0.100:8080/"])
+            .timeout(Duration::from_secs(90))
+            .run_unchecked()
+            .unwrap();
+        if out.status.success() && out.stdout.contains("<title>RHEL for Edge</title>") {
+            break out.stdout;
+        }
+        assert!(Instant::now() < deadline, "the VIP did not answer the v1 page within 15 minutes; last: {out:?}");
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    assert!(!page.contains("auto-update"), "the VIP served the v2 page:\n{page}");
+    eprintln!("VIP answered after {:?} from the start", started.elapsed());
+
+    let again = Instant::now();
+    let second = lab.xtask(&["lab", "up"], Duration::from_secs(600));
+    assert!(second.status.success(), "second lab up failed:\n{}\n{}", second.stdout, second.stderr);
+    assert!(!second.stdout.contains(" ran "), "a second lab up ran stages:\n{}", second.stdout);
+    eprintln!("second lab up took {:?}", again.elapsed());
+
+    let down = lab.xtask(&["lab", "down"], Duration::from_secs(120));
+    assert!(down.status.success(), "lab down failed:\n{}\n{}", down.stdout, down.stderr);
+    assert!(!ip::netns_exists(NETNS), "lab down left the namespace {NETNS}");
+}

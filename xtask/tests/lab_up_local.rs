@@ -59,6 +59,14 @@ fn make_lab() -> Lab {
     let lab_file = dir.path().join("lab.kdl");
     std::fs::write(&lab_file, lab).unwrap();
     Cmd::new("cp").arg("-a").arg(root.join("guest")).arg(dir.path()).run().unwrap();
+    // In the repository the app's crate shares the workspace's Cargo.lock; the
+    // copy stands alone, and a lock cargo wrote during the first build would
+    // change the container stage's inputs for the second `lab up`.
+    Cmd::new("cargo")
+        .args(["generate-lockfile", "--offline", "--manifest-path"])
+        .arg(dir.path().join("guest/app/httpd/Cargo.toml"))
+        .run()
+        .unwrap();
     let store = dir.path().join("artifacts");
     std::fs::create_dir_all(store.join("run")).unwrap();
     if Path::new(WARM_CACHE).is_dir() {

@@ -6,7 +6,8 @@
 //! Asserts the summary, that the VIP answers the v1 page from inside the
 //! lab's namespace, and that `lab down` removes the namespace. A guard runs
 //! `lab down` however the test ends. Needs root, qemu, ostree, mmdebstrap,
-//! podman and docker-registry (`cargo xtask test` installs them).
+//! podman and docker-registry (`cargo xtask test` installs them). The file
+//! is named so cargo runs it after `local_composer`, whose cache it reuses.
 
 use std::{
     path::{Path, PathBuf},

@@ -63,13 +63,17 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
     Ok(())
 }
 
-/// Every lab service up (the registry, the file server serving the repo),
-/// once the stages have built what they serve.
+/// Every service the lab uses up (the registry when it has container apps,
+/// the file server serving the repo once the stages have built it).
 fn ensure_services(session: &Session) -> anyhow::Result<()> {
     for service in crate::services::Service::ALL {
-        if service == crate::services::Service::FileServer
-            && crate::services::file_server::served_root(&session.store).is_err()
-        {
+        let used = match service {
+            crate::services::Service::Registry => !session.lab.containers.is_empty(),
+            crate::services::Service::FileServer => {
+                !session.lab.images.is_empty() && crate::services::file_server::served_root(&session.store).is_ok()
+            }
+        };
+        if !used {
             continue;
         }
         match crate::services::ensure(&session.lab, &session.store, service)? {

@@ -386,7 +386,7 @@ fn machine() -> serde_json::Value {
 }
 
 /// `2026-11-27T11:44:36Z` (civil date from days since the epoch).
-fn utc_date(time: SystemTime) -> String {
+pub(crate) fn utc_date(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map(|it| it.as_secs()).unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;

@@ -107,6 +107,25 @@ fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
     assert!(!page.contains("auto-update"), "the VIP served the v2 page:\n{page}");
     eprintln!("VIP answered after {:?} from the start", started.elapsed());
 
+    // The installs pulled from the lab's own file server (from the lab
+    // host's address, inside the namespace), so its counts show them.
+    let status = lab.xtask(&["lab", "status"], Duration::from_secs(120));
+    let served: u64 = status
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("file-server: running"))
+        .and_then(|line| line.split(": ").nth(2)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("lab status shows no running file server with counts:\n{}", status.stdout));
+    let log_dir = lab.store.join("run/file-server");
+    let host_pulls: usize = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
+        .map(|log| log.lines().filter(|line| line.contains(" 10.88.0.1:") && line.contains("GET /repo/")).count())
+        .sum();
+    assert!(host_pulls >= 2 * 1000, "the lab file server logged {host_pulls} install requests from 10.88.0.1");
+    assert!(served as usize >= host_pulls, "the file server counts {served} requests, its log {host_pulls}");
+    eprintln!("the lab file server served {served} requests, {host_pulls} of them to the installs");
+
     let again = Instant::now();
     let second = lab.xtask(&["lab", "up"], Duration::from_secs(600));
     assert!(second.status.success(), "second lab up failed:\n{}\n{}", second.stdout, second.stderr);

@@ -3,36 +3,79 @@
 use anyhow::{Context, bail};
 
 use super::{Global, Session};
-use crate::demo::{self, Report};
+use crate::{
+    demo::{self, Report},
+    guests,
+    lab::Backend,
+    stages::tag,
+};
 
 /// `demo NAME`: one scenario against the lab as it is (`lab up` first).
 pub fn demo_cmd(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
-    let report = demo::run(&session.lab, &session.store, name)?;
+    local_world(&session)?;
+    let report = demo::run(&session, name)?;
     finish(&session, &[report])
 }
 
-/// `e2e`: `lab up`, then every scenario in order, with a report.
+/// `e2e`: a fresh lab (every guest back on its pristine disk, every tag as
+/// lab.kdl declares it), `lab up`, then every scenario in order, with a
+/// report. Stops at the first failed scenario: the later ones build on it.
 pub fn e2e(global: &Global) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    {
+        let session = Session::load(global)?;
+        local_world(&session)?;
+        fresh_lab(&session)?;
+    }
     super::lab_cmd::up(global, &[], &[]).context("e2e: bringing the lab up")?;
     println!("e2e: lab up in {:.1}s", started.elapsed().as_secs_f64());
     let session = Session::load(global)?;
     let mut reports = Vec::new();
     for name in demo::SCENARIOS {
-        let report = demo::run(&session.lab, &session.store, name)?;
+        println!("e2e: scenario {name}");
+        let report = demo::run(&session, name)?;
         let failed = !report.ok;
+        print!("{}", demo::render(std::slice::from_ref(&report)));
         reports.push(report);
         if failed {
             break;
         }
     }
+    println!("e2e: done in {:.1}s", started.elapsed().as_secs_f64());
     finish(&session, &reports)
+}
+
+/// The scenarios check guests through the local world's check shell.
+fn local_world(session: &Session) -> anyhow::Result<()> {
+    if session.lab.backends.for_guests() == Backend::Rhel {
+        bail!(
+            "the demo scenarios run against the local world's guests; this lab's guests are libvirt guests \
+             (set `guests \"local\"` in lab.kdl's `backends` block)"
+        );
+    }
+    Ok(())
+}
+
+/// Destroys the guests and forgets their disks (the next `lab up` copies
+/// the pristine install artifacts again), and drops tag promotions.
+fn fresh_lab(session: &Session) -> anyhow::Result<()> {
+    for guest in &session.lab.guests {
+        guests::destroy(&session.store, &guest.name)?;
+        if guests::forget_disk(&session.store, &guest.name)? {
+            println!("e2e: {} back to its pristine disk", guest.name);
+        }
+    }
+    for container in &session.lab.containers {
+        for declared in &container.tags {
+            tag::record_promotion(&session.store, &container.name, &declared.name, None)?;
+        }
+    }
+    Ok(())
 }
 
 fn finish(session: &Session, reports: &[Report]) -> anyhow::Result<()> {
     let text = demo::render(reports);
-    print!("{text}");
     let dir = session.store.run_dir("e2e")?;
     std::fs::write(dir.join("report.txt"), &text).context("writing the e2e report")?;
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(reports)?).context("writing the e2e report")?;

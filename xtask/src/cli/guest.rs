@@ -206,15 +206,7 @@ pub fn exec(global: &Global, command: &[String]) -> anyhow::Result<()> {
 }
 
 fn launcher_args(session: &Session, name: &str) -> Vec<String> {
-    vec![
-        "--lab".into(),
-        session.lab.file.display().to_string(),
-        "--store".into(),
-        session.store.root().display().to_string(),
-        "guest".into(),
-        "run-launcher".into(),
-        name.into(),
-    ]
+    guests::launcher_args(&session.lab, &session.store, name)
 }
 
 fn known_guest(session: &Session, name: &str) -> anyhow::Result<()> {

@@ -64,7 +64,12 @@ pub fn project_root() -> PathBuf {
     // Under `cargo xtask` the manifest dir is xtask/; its parent is the root.
     match std::env::var_os("CARGO_MANIFEST_DIR") {
         Some(dir) => Path::new(&dir).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
-        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        // Run as target/*/xtask directly: the workspace holding the binary.
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.ancestors().find(|dir| dir.join("xtask/Cargo.toml").is_file()).map(Path::to_path_buf))
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from(".")),
     }
 }
 

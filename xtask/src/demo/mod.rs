@@ -7,21 +7,41 @@
 //! Checks inside a guest go through its check shell (`guests::shell`);
 //! requests to the VIP are made from inside the lab's network namespace.
 
+pub mod auto_update;
+pub mod failover;
+pub mod restart_on_failure;
 pub mod scale_from_zero;
+pub mod upgrade;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::{
-    guests::{netns, shell},
-    lab::Lab,
+    cli::Session,
+    graph::{StageId, StageKind},
+    guests::{self, netns, shell},
+    lab::{Lab, VrrpState},
+    progress::Progress,
+    services::{self, file_server},
     store::Store,
 };
 
 /// The scenarios, in the order `e2e` runs them.
-pub const SCENARIOS: &[&str] = &["scale-from-zero"];
+pub const SCENARIOS: &[&str] =
+    &["scale-from-zero", "failover", "restart-on-failure", "auto-update", "upgrade-rollback", "upgrade"];
+
+/// The app's port on the VIP.
+pub const APP_PORT: u16 = 8080;
+/// What the v1 page has (v2's too: v2 is v1 plus a cow).
+pub const TITLE: &str = "<title>RHEL for Edge</title>";
+/// What only the v2 page has.
+pub const V2_ONLY: &str = "auto-update";
 
 /// One checked step.
 #[derive(Debug, Clone, Serialize)]
@@ -34,25 +54,61 @@ pub struct Step {
 }
 
 /// A scenario's steps, in order; it stops at the first failed step.
+/// `metrics` holds what it measured (seconds, requests, bytes), by name.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: String,
     pub ok: bool,
     pub seconds: f64,
     pub steps: Vec<Step>,
+    pub metrics: BTreeMap<String, f64>,
 }
 
-/// What a scenario works with.
+/// What a scenario works with: the loaded lab (its graph, for promotions),
+/// the steps so far and what was measured.
 pub struct Demo<'a> {
-    pub lab: &'a Lab,
-    pub store: &'a Store,
+    pub session: &'a Session,
+    progress: Progress,
     steps: Vec<Step>,
+    metrics: BTreeMap<String, f64>,
     started: Instant,
 }
 
+/// Which page the VIP served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    V1,
+    V2,
+}
+
+impl Page {
+    /// Classifies a body; anything else is an error showing its start.
+    pub fn of(body: &str) -> anyhow::Result<Page> {
+        match (body.contains(TITLE), body.contains(V2_ONLY)) {
+            (true, false) => Ok(Page::V1),
+            (true, true) => Ok(Page::V2),
+            _ => bail!("not the app's page: {}", body.chars().take(200).collect::<String>()),
+        }
+    }
+}
+
 impl<'a> Demo<'a> {
-    pub fn new(lab: &'a Lab, store: &'a Store) -> Demo<'a> {
-        Demo { lab, store, steps: Vec::new(), started: Instant::now() }
+    pub fn new(session: &'a Session) -> Demo<'a> {
+        Demo {
+            session,
+            progress: Progress::new(false),
+            steps: Vec::new(),
+            metrics: BTreeMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn lab(&self) -> &'a Lab {
+        &self.session.lab
+    }
+
+    pub fn store(&self) -> &'a Store {
+        &self.session.store
     }
 
     /// Runs a step: `check` returns what was seen, or fails saying why.
@@ -62,34 +118,51 @@ impl<'a> Demo<'a> {
         expected: &str,
         check: impl FnOnce(&Demo) -> anyhow::Result<String>,
     ) -> anyhow::Result<String> {
-        let started = Instant::now();
+        let started = self.progress.start(name);
         let result = check(self);
         let seconds = started.elapsed().as_secs_f64();
         let (ok, seen) = match &result {
             Ok(seen) => (true, seen.clone()),
             Err(err) => (false, format!("{err:#}")),
         };
+        let first_line = seen.lines().next().unwrap_or_default();
+        self.progress.finish(&format!("{} in {seconds:.1}s: {first_line}", if ok { "ok" } else { "FAILED" }));
         self.steps.push(Step { name: name.into(), expected: expected.into(), seen, ok, seconds });
         result.with_context(|| format!("step `{name}` (expected: {expected})"))
+    }
+
+    /// Records a measurement for the report.
+    pub fn measure(&mut self, name: &str, value: f64) {
+        self.metrics.insert(name.into(), value);
     }
 
     pub fn report(self, scenario: &str) -> Report {
         Report {
             scenario: scenario.into(),
-            ok: self.steps.iter().all(|step| step.ok),
+            ok: !self.steps.is_empty() && self.steps.iter().all(|step| step.ok),
             seconds: self.started.elapsed().as_secs_f64(),
             steps: self.steps,
+            metrics: self.metrics,
         }
     }
 
     /// Runs `command` as root in `guest`.
     pub fn guest_sh(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<shell::Output> {
-        shell::run(self.store, guest, command, timeout)
+        shell::run(self.store(), guest, command, timeout)
+    }
+
+    /// Runs `command` as root in `guest` and fails unless it exits 0.
+    pub fn guest_ok(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<String> {
+        let out = self.guest_sh(guest, command, timeout)?;
+        match out.status {
+            0 => Ok(out.text.trim().to_string()),
+            status => bail!("`{command}` on {guest} exited {status}: {}", out.text.trim()),
+        }
     }
 
     /// Runs `command` as the lab user (its podman, its systemd manager).
     pub fn user_sh(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<shell::Output> {
-        let user = &self.lab.kickstart.user;
+        let user = &self.lab().kickstart.user;
         let line = format!(
             "runuser -u {user} -- env XDG_RUNTIME_DIR=/run/user/$(id -u {user}) \
              DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$(id -u {user})/bus sh -c '{}'",
@@ -98,15 +171,225 @@ impl<'a> Demo<'a> {
         self.guest_sh(guest, &line, timeout)
     }
 
-    /// GET `http://VIP:PORT/` from inside the lab's network namespace.
+    /// The names of the lab user's running containers on `guest`.
+    pub fn containers(&self, guest: &str) -> anyhow::Result<Vec<String>> {
+        let out = self.user_sh(guest, "podman ps --format '{{.Names}}'", Duration::from_secs(120))?;
+        match out.status {
+            0 => Ok(out.text.split_whitespace().map(String::from).collect()),
+            status => bail!("podman ps on {guest} failed ({status}): {}", out.text.trim()),
+        }
+    }
+
+    /// GET `http://VIP:PORT/` from inside the lab's network namespace. The
+    /// connect timeout is short (a SYN to a guest that just died is lost);
+    /// the answer may take long (a container starting under TCG).
     pub fn get_vip(&self, port: u16, timeout: Duration) -> anyhow::Result<String> {
-        let vip = netns::segment(self.lab).vip.addr;
+        let vip = netns::segment(self.lab()).vip.addr;
         let url = format!("http://{vip}:{port}/");
-        netns::in_lab_if_up(self.lab, || {
-            let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+        netns::in_lab_if_up(self.lab(), || {
+            let agent =
+                ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2).min(timeout)).timeout(timeout).build();
             let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
             response.into_string().with_context(|| format!("reading {url}"))
         })?
+    }
+
+    /// The page the VIP serves now.
+    pub fn page(&self) -> anyhow::Result<Page> {
+        Page::of(&self.get_vip(APP_PORT, Duration::from_secs(120))?)
+    }
+
+    /// Polls the VIP until it serves `want`; returns the seconds it took.
+    pub fn wait_page(&self, want: Page, timeout: Duration) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        wait_for(timeout, Duration::from_millis(500), || match self.page()? {
+            page if page == want => Ok(Some(started.elapsed().as_secs_f64())),
+            page => bail!("the VIP serves {page:?}"),
+        })
+    }
+
+    /// The guests, by name, in lab order.
+    pub fn guests(&self) -> Vec<String> {
+        self.lab().guests.iter().map(|guest| guest.name.clone()).collect()
+    }
+
+    /// The guest declared VRRP MASTER (the primary).
+    pub fn primary(&self) -> anyhow::Result<String> {
+        self.lab()
+            .guests
+            .iter()
+            .find(|guest| guest.vrrp_state == VrrpState::Master)
+            .map(|guest| guest.name.clone())
+            .context("the lab declares no guest with vrrp-state=\"MASTER\"")
+    }
+
+    /// The first guest declared BACKUP.
+    pub fn backup(&self) -> anyhow::Result<String> {
+        self.lab()
+            .guests
+            .iter()
+            .find(|guest| guest.vrrp_state == VrrpState::Backup)
+            .map(|guest| guest.name.clone())
+            .context("the lab declares no guest with vrrp-state=\"BACKUP\"")
+    }
+
+    /// The running guests that hold the VIP now (a guest that is down holds
+    /// nothing).
+    pub fn vip_holders(&self) -> anyhow::Result<Vec<String>> {
+        let vip = netns::segment(self.lab()).vip.addr;
+        let mut holders = Vec::new();
+        for guest in self.guests() {
+            if !self.is_running(&guest) {
+                continue;
+            }
+            let out = self.guest_sh(&guest, "ip -o -4 addr show", Duration::from_secs(30))?;
+            if out.text.contains(&format!("inet {vip}/")) {
+                holders.push(guest);
+            }
+        }
+        Ok(holders)
+    }
+
+    /// Waits until exactly `guest` holds the VIP.
+    pub fn wait_vip_on(&self, guest: &str, timeout: Duration) -> anyhow::Result<String> {
+        wait_for(timeout, Duration::from_secs(1), || {
+            let holders = self.vip_holders()?;
+            match holders.as_slice() {
+                [only] if only == guest => Ok(Some(format!("{guest} holds it"))),
+                _ => bail!("holders: {}", if holders.is_empty() { "none".into() } else { holders.join(", ") }),
+            }
+        })
+    }
+
+    /// Whether the guest's launcher (and so the guest) runs.
+    pub fn is_running(&self, guest: &str) -> bool {
+        guests::guest_dir(self.store(), guest)
+            .ok()
+            .and_then(|dir| guests::load_state(&dir))
+            .is_some_and(|state| guests::is_running(&state))
+    }
+
+    /// Waits until the guest's check shell answers and systemd finished
+    /// booting; returns systemd's state.
+    pub fn wait_up(&self, guest: &str, timeout: Duration) -> anyhow::Result<String> {
+        wait_for(timeout, Duration::from_secs(3), || {
+            let out = self.guest_sh(guest, "systemctl is-system-running --wait", Duration::from_secs(120))?;
+            Ok(Some(out.text.trim().to_string()))
+        })
+    }
+
+    /// The booted deployment (`<commit>.<serial>`) from `ostree admin status`.
+    pub fn booted_deployment(&self, guest: &str) -> anyhow::Result<String> {
+        let status = self.guest_ok(guest, "ostree admin status", Duration::from_secs(60))?;
+        booted_in_status(&status).with_context(|| format!("no booted deployment in `ostree admin status`:\n{status}"))
+    }
+
+    /// The commit of `image` in the served repo.
+    pub fn image_commit(&self, image: &str) -> anyhow::Result<String> {
+        let repo = self
+            .store()
+            .last_manifest(&StageId::new(StageKind::Repo, "served"))
+            .context("the served repo has not been built: run `cargo xtask lab up`")?;
+        repo.extra
+            .pointer(&format!("/images/{image}/commit"))
+            .and_then(|it| it.as_str())
+            .map(String::from)
+            .with_context(|| format!("the served repo has no image `{image}`"))
+    }
+
+    /// The lab file server's totals for `guest` (its address on the segment).
+    pub fn served_to(&self, guest: &str) -> anyhow::Result<file_server::ClientTotals> {
+        let segment = netns::segment(self.lab());
+        let port = segment.port(guest).with_context(|| format!("{guest} has no place on the lab segment"))?;
+        let endpoint = services::connect_address(file_server::listen_address(self.lab()));
+        let counters = netns::in_lab_if_up(self.lab(), || file_server::counters(endpoint))??;
+        Ok(counters.client(IpAddr::V4(port.address.addr)))
+    }
+
+    /// What `guest`'s install pulled from the lab file server (its install
+    /// artifact's record).
+    pub fn install_pull(&self, guest: &str) -> anyhow::Result<file_server::ClientTotals> {
+        let manifest = self
+            .store()
+            .last_manifest(&StageId::new(StageKind::Install, guest))
+            .with_context(|| format!("{guest} has no install artifact"))?;
+        let number = |name: &str| manifest.extra.pointer(&format!("/file_server/{name}")).and_then(|it| it.as_u64());
+        match (number("requests"), number("bytes")) {
+            (Some(requests), Some(bytes_sent)) => Ok(file_server::ClientTotals { requests, bytes_sent }),
+            _ => bail!("{guest}'s install artifact does not record its file server counts"),
+        }
+    }
+
+    /// The boots the guest's launcher recorded, oldest first.
+    pub fn boots(&self, guest: &str) -> anyhow::Result<Vec<guests::BootRecord>> {
+        Ok(guests::boots(&guests::guest_dir(self.store(), guest)?))
+    }
+
+    /// Kills the guest as `virsh destroy` does.
+    pub fn destroy(&self, guest: &str) -> anyhow::Result<()> {
+        guests::destroy(self.store(), guest)?;
+        Ok(())
+    }
+
+    /// Starts the guest again on its own disk, as `guest start` does.
+    pub fn start(&self, guest: &str) -> anyhow::Result<()> {
+        netns::up(self.store(), &netns::segment(self.lab()))?;
+        guests::prepare(self.lab(), self.store(), guest, false)?;
+        guests::start(self.store(), guest, &guests::launcher_args(self.lab(), self.store(), guest))?;
+        Ok(())
+    }
+}
+
+/// The deployments (`<commit>.<serial>`) in `ostree admin status` output,
+/// each with whether it is the booted one (`* ` line).
+pub fn deployments_in_status(status: &str) -> Vec<(String, bool)> {
+    status
+        .lines()
+        .filter_map(|line| {
+            let booted = line.starts_with("* ");
+            let deployment = line.get(2..)?.split_whitespace().nth(1)?;
+            let (commit, serial) = deployment.split_once('.')?;
+            let is_deployment = commit.len() == 64
+                && commit.bytes().all(|byte| byte.is_ascii_hexdigit())
+                && serial.bytes().all(|byte| byte.is_ascii_digit());
+            is_deployment.then(|| (deployment.to_string(), booted))
+        })
+        .collect()
+}
+
+/// The booted deployment in `ostree admin status` output.
+pub fn booted_in_status(status: &str) -> Option<String> {
+    deployments_in_status(status).into_iter().find_map(|(deployment, booted)| booted.then_some(deployment))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "\
+* debian 2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1
+    origin refspec: edge:rhel/8/x86_64/edge
+  debian 9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0.0 (rollback)
+    origin refspec: edge:rhel/8/x86_64/edge
+";
+
+    #[test]
+    fn status_lists_deployments_and_the_booted_one() {
+        let deployments = deployments_in_status(STATUS);
+        assert_eq!(deployments.len(), 2);
+        assert!(!deployments[1].1);
+        assert_eq!(
+            booted_in_status(STATUS).as_deref(),
+            Some("2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1")
+        );
+        assert_eq!(booted_in_status("  debian abc.0\n"), None);
+    }
+
+    #[test]
+    fn pages_are_told_apart() {
+        assert_eq!(Page::of(&format!("<html>{TITLE} figlet</html>")).unwrap(), Page::V1);
+        assert_eq!(Page::of(&format!("{TITLE} Podman {V2_ONLY} is awesome")).unwrap(), Page::V2);
+        assert!(Page::of("<html>404</html>").unwrap_err().to_string().contains("not the app's page"));
     }
 }
 
@@ -133,11 +416,19 @@ pub fn wait_for<T>(
 }
 
 /// Runs the scenario `name`.
-pub fn run(lab: &Lab, store: &Store, name: &str) -> anyhow::Result<Report> {
-    match name {
-        "scale-from-zero" => Ok(scale_from_zero::run(lab, store)),
-        other => anyhow::bail!("no scenario `{other}`; scenarios are: {}", SCENARIOS.join(", ")),
-    }
+pub fn run(session: &Session, name: &str) -> anyhow::Result<Report> {
+    let mut demo = Demo::new(session);
+    // A scenario stops at its first failed step, which the report shows.
+    let _ = match name {
+        "scale-from-zero" => scale_from_zero::steps(&mut demo),
+        "failover" => failover::steps(&mut demo),
+        "restart-on-failure" => restart_on_failure::steps(&mut demo),
+        "auto-update" => auto_update::steps(&mut demo),
+        "upgrade-rollback" => upgrade::rollback_steps(&mut demo),
+        "upgrade" => upgrade::upgrade_steps(&mut demo),
+        other => bail!("no scenario `{other}`; scenarios are: {}", SCENARIOS.join(", ")),
+    };
+    Ok(demo.report(name))
 }
 
 /// The report as text: a line per step.
@@ -152,6 +443,9 @@ pub fn render(reports: &[Report]) -> String {
             text.push_str(&format!("       expected: {}\n", step.expected));
             let seen: String = step.seen.lines().take(6).collect::<Vec<_>>().join("\n                 ");
             text.push_str(&format!("       seen:     {seen}\n"));
+        }
+        for (name, value) in &report.metrics {
+            text.push_str(&format!("  measured {name} = {value:.1}\n"));
         }
     }
     text

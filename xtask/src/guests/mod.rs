@@ -161,6 +161,19 @@ pub fn is_running(state: &GuestState) -> bool {
     state.launcher_pid.is_some_and(tools::process::is_alive)
 }
 
+/// How this program runs `guest run-launcher NAME` for `lab` and `store`.
+pub fn launcher_args(lab: &Lab, store: &Store, name: &str) -> Vec<String> {
+    vec![
+        "--lab".into(),
+        lab.file.display().to_string(),
+        "--store".into(),
+        store.root().display().to_string(),
+        "guest".into(),
+        "run-launcher".into(),
+        name.into(),
+    ]
+}
+
 /// Starts the guest's launcher in the background unless it runs already.
 /// `launcher_args` is how to run `guest run-launcher NAME` (this program
 /// and its global options).
@@ -205,6 +218,24 @@ pub fn destroy(store: &Store, name: &str) -> anyhow::Result<bool> {
     state.qemu_pid = None;
     save_state(&dir, &state)?;
     Ok(killed)
+}
+
+/// Removes a stopped guest's disk and boot records, so the next `prepare`
+/// copies its install artifact's pristine disk again. `Ok(false)` when
+/// there was no disk.
+pub fn forget_disk(store: &Store, name: &str) -> anyhow::Result<bool> {
+    let dir = guest_dir(store, name)?;
+    if load_state(&dir).is_some_and(|state| is_running(&state)) {
+        bail!("guest {name} is running: `cargo xtask guest destroy {name}` first");
+    }
+    for stale in ["boot.json", "boots.jsonl"] {
+        std::fs::remove_file(dir.join(stale)).ok();
+    }
+    match std::fs::remove_file(dir.join("disk.img")) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err).with_context(|| format!("removing guest {name}'s disk")),
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

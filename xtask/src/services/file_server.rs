@@ -9,13 +9,14 @@
 //! address means stopping the old server before starting the new one.
 
 use std::{
-    net::SocketAddr,
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Ensured, Health, Process};
 use crate::{
@@ -39,6 +40,37 @@ pub struct Counters {
     pub bytes_sent: u64,
     pub started_at: String,
     pub rejected: u64,
+    /// Per client IP address.
+    #[serde(default)]
+    pub clients: BTreeMap<IpAddr, ClientTotals>,
+}
+
+/// One client's share of the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ClientTotals {
+    pub requests: u64,
+    pub bytes_sent: u64,
+}
+
+impl Counters {
+    /// `client`'s totals (zero when it never asked).
+    pub fn client(&self, client: IpAddr) -> ClientTotals {
+        self.clients.get(&client).copied().unwrap_or_default()
+    }
+}
+
+impl ClientTotals {
+    /// What was counted after `earlier` (a server restart in between counts
+    /// from zero).
+    pub fn since(&self, earlier: &ClientTotals) -> ClientTotals {
+        match self.requests >= earlier.requests && self.bytes_sent >= earlier.bytes_sent {
+            true => ClientTotals {
+                requests: self.requests - earlier.requests,
+                bytes_sent: self.bytes_sent - earlier.bytes_sent,
+            },
+            false => *self,
+        }
+    }
 }
 
 /// Where the file server listens, from lab.kdl (`file-server address= port=`).

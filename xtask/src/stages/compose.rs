@@ -99,10 +99,19 @@ fn backend(ctx: &StageCtx) -> anyhow::Result<Box<dyn ComposeBackend>> {
     }
 }
 
+/// Where `EDGELAB_COMPOSER_CACHE` names a folder, the local composer keeps
+/// its caches there instead (shared by several stores: CI's tests and its
+/// `e2e` lab; the composer locks it for each compose).
+pub const COMPOSER_CACHE_ENV: &str = "EDGELAB_COMPOSER_CACHE";
+
 /// The local world's composer; its package and base-rootfs caches live in
-/// the store's run state, so a second compose reuses them.
+/// the store's run state (or `EDGELAB_COMPOSER_CACHE`), so a second compose
+/// reuses them. They are caches, not inputs: no key depends on them.
 fn local_backend(ctx: &StageCtx) -> anyhow::Result<Box<dyn ComposeBackend>> {
-    let cache = ctx.store.run_dir("composer")?;
+    let cache = match std::env::var_os(COMPOSER_CACHE_ENV).filter(|value| !value.is_empty()) {
+        Some(folder) => std::path::PathBuf::from(folder),
+        None => ctx.store.run_dir("composer")?,
+    };
     Ok(Box::new(crate::compose::local::LocalComposer::new(cache)))
 }
 

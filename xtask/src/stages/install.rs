@@ -1,8 +1,10 @@
 //! Stage `install <guest>` (local world): the guest's pristine disk.
 //!
-//! Pulls the kickstart's image from the served repo over HTTP through a
-//! counting file server (its counts are kept in the artifact, as the demo's
-//! server showed the install's requests), deploys it into a fresh sysroot,
+//! Pulls the kickstart's image over HTTP from the lab's running file server,
+//! from inside the lab's network namespace and at the address the guest
+//! itself uses, so the server's counts show the install as the demo's
+//! server did (this install's requests and bytes, the lab host's share of
+//! the counters, are also kept in the artifact), deploys it into a fresh sysroot,
 //! applies the guest's kickstart content and the local guest's greenboot and
 //! update units (`guest/local/`), then writes `disk.img` with `mkfs.ext4 -d`.
 //! The output digest is sha256 of the disk; guests run on copies of it.
@@ -16,9 +18,12 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{StageCtx, StageOutput};
-use crate::guests::{
-    installer::{self, GuestConfig, InstallSpec, StaticNetwork, User},
-    netns, pull_server,
+use crate::{
+    guests::{
+        installer::{self, GuestConfig, InstallSpec, StaticNetwork, User},
+        netns,
+    },
+    services::{self, file_server},
 };
 
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
@@ -48,10 +53,16 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
 
     let started = Instant::now();
     let sysroot = ctx.out.join("sysroot");
-    let server = pull_server::start(&repo.out, &ctx.out.join("file-server.log"))?;
-    let spec = InstallSpec { pull_url: Some(format!("{}repo/", server.base_url)), ..spec };
-    let installed = installer::install_sysroot(&spec, &sysroot);
-    let served = server.finish();
+    // The runner started the lab's file server for this stage
+    // (`services_needed`); it serves the repo this install was keyed on.
+    let counters = services::connect_address(file_server::listen_address(ctx.lab));
+    let client = std::net::IpAddr::V4(segment.host.addr);
+    let (installed, served) = netns::in_lab(ctx.lab, ctx.store, || {
+        let before = file_server::counters(counters).context("reading the lab file server's counters")?;
+        let installed = installer::install_sysroot(&spec, &sysroot);
+        let after = file_server::counters(counters).context("reading the lab file server's counters")?;
+        anyhow::Ok((installed, after.client(client).since(&before.client(client))))
+    })??;
     let installed = installed?;
     let pulled_in = started.elapsed();
 
@@ -67,8 +78,9 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
             "disk": "disk.img",
             "address": port.address.to_string(),
             "file_server": {
-                "requests": served.counters.requests,
-                "bytes": served.counters.bytes_sent,
+                "url": spec.remote_url,
+                "requests": served.requests,
+                "bytes": served.bytes_sent,
             },
             "pull_and_deploy_ms": pulled_in.as_millis() as u64,
             "total_ms": started.elapsed().as_millis() as u64,

@@ -369,9 +369,15 @@ fn verify_units(files_out: &Path, files: &[GuestFile]) -> anyhow::Result<()> {
         std::fs::create_dir_all(&unit_dir)?;
         let mut units = Vec::new();
         for file in files.iter().filter(|file| file.destination.starts_with(folder)) {
-            let path = unit_dir.join(&file.destination[folder.len()..]);
+            let rel = &file.destination[folder.len()..];
+            let path = unit_dir.join(rel);
+            std::fs::create_dir_all(path.parent().expect("a unit file has a folder"))?;
             std::fs::write(&path, file.text.replace(scripts_on_guest, &scripts_here))?;
-            units.push(path);
+            // Drop-ins (`podman-auto-update.timer.d/*.conf`) change units the
+            // guest's packages ship; verify reads them with those units.
+            if !rel.contains('/') {
+                units.push(path);
+            }
         }
         let runtime_dir = scratch.join("runtime");
         std::fs::create_dir_all(&runtime_dir)?;

@@ -120,6 +120,8 @@ fn check_live_here(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
 pub fn services_needed(stage: &Stage) -> Vec<Service> {
     match stage.id.kind {
         StageKind::Push | StageKind::Tag => vec![Service::Registry],
+        // The install pulls from the lab's file server, as a guest would.
+        StageKind::Install => vec![Service::FileServer],
         _ => vec![],
     }
 }

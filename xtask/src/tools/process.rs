@@ -2,7 +2,7 @@
 //! starting this program again detached, checking a pid, killing it hard.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -15,6 +15,12 @@ use super::Cmd;
 /// while this process still runs, so it never lingers as a zombie.
 pub fn spawn_self_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     let exe = std::env::current_exe().context("finding this program's path")?;
+    // Rebuilt while running (`cargo xtask` in another terminal): Linux names
+    // the old binary "PATH (deleted)"; the new one at PATH is this program.
+    let exe = match exe.to_str().and_then(|path| path.strip_suffix(" (deleted)")) {
+        Some(path) if Path::new(path).exists() => PathBuf::from(path),
+        _ => exe,
+    };
     let mut child = Cmd::new(exe).args(args).spawn_logged(log)?;
     let pid = child.id();
     std::thread::spawn(move || child.wait());

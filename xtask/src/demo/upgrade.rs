@@ -1,0 +1,273 @@
+//! Scenarios upgrade-rollback and upgrade: the atomic OS upgrade on the
+//! primary guest.
+//!
+//! upgrade-rollback: the guest stages the newer image (v2, which adds the
+//! upgrade's extra package, strace) from the lab's file server and its apply
+//! timer reboots into it; the greenboot check fails (the recorded original
+//! commit differs from the booted one), so the new deployment gets three
+//! boot attempts, then the previous one boots and is made permanent. Asserts
+//! the boot count, v1's commit, no strace, and reports the file server's
+//! requests and bytes for the upgrade against the install's.
+//!
+//! upgrade: allows the upgrade (removes the recorded original commit),
+//! stages and reboots again; asserts one boot, v2's commit, strace present,
+//! and that the second staging fetched only a handful of small files (the
+//! objects are already in the guest's repo).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{Demo, wait_for};
+use crate::guests::BootRecord;
+
+/// Where the greenboot check keeps the commit the guest was installed with.
+const ORIGINAL_COMMIT_FILE: &str = "/etc/greenboot/orig.txt";
+/// The unit that stages an update (rpm-ostreed-automatic's local stand-in).
+const STAGE_UNIT: &str = "edgelab-update-stage.service";
+/// Boots a failing deployment gets (greenboot's boot counter).
+const ATTEMPTS: usize = crate::guests::boot::BOOT_ATTEMPTS as usize;
+/// What one boot may take under TCG, verdict included, with margin.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The images and guest the upgrade is about.
+struct Upgrade {
+    guest: String,
+    from: String,
+    to: String,
+    from_commit: String,
+    to_commit: String,
+    /// The package only the newer image has.
+    package: String,
+}
+
+pub fn rollback_steps(demo: &mut Demo) -> anyhow::Result<()> {
+    let up = the_upgrade(demo)?;
+    let guest = up.guest.clone();
+    runs_original(demo, &up)?;
+    demo.step(
+        "greenboot recorded the original commit",
+        &format!("{ORIGINAL_COMMIT_FILE} holds {}", up.from),
+        |demo| {
+            let recorded = demo.guest_ok(&guest, &format!("cat {ORIGINAL_COMMIT_FILE}"), Duration::from_secs(30))?;
+            match recorded == up.from_commit {
+                true => Ok(recorded),
+                false => bail!("it holds `{recorded}`"),
+            }
+        },
+    )?;
+
+    let started = Instant::now();
+    let boots_before = demo.boots(&guest)?.len();
+    let pulled = stage(demo, &up)?;
+    demo.measure("upgrade_requests", pulled.requests as f64);
+    demo.measure("upgrade_bytes", pulled.bytes_sent as f64);
+    let install = demo.install_pull(&guest)?;
+    demo.measure("install_requests", install.requests as f64);
+    demo.measure("install_bytes", install.bytes_sent as f64);
+    demo.step(
+        "the upgrade fetched far less than the install",
+        "under a tenth of the install's requests and bytes (a static delta)",
+        |_| {
+            let seen = format!(
+                "upgrade {} requests, {:.3} MB; install {} requests, {:.3} MB",
+                pulled.requests,
+                pulled.bytes_sent as f64 / 1e6,
+                install.requests,
+                install.bytes_sent as f64 / 1e6
+            );
+            match pulled.requests > 0
+                && pulled.requests * 10 < install.requests
+                && pulled.bytes_sent * 10 < install.bytes_sent
+            {
+                true => Ok(seen),
+                false => bail!("{seen}"),
+            }
+        },
+    )?;
+
+    let boots = demo.step(
+        "three failed boots of the new deployment, then the previous one",
+        &format!("{ATTEMPTS} unhealthy boots of {}, then a healthy fallback boot of {}", up.to, up.from),
+        |demo| {
+            let boots = wait_boots(demo, &guest, boots_before, ATTEMPTS + 1, BOOT_TIMEOUT * (ATTEMPTS as u32 + 2))?;
+            let (tries, fallback) = boots.split_at(ATTEMPTS);
+            for (n, boot) in tries.iter().enumerate() {
+                if !boot.deployment.starts_with(&up.to_commit) || boot.healthy || boot.fallback {
+                    bail!("boot {} after staging: {}", n + 1, describe(boot));
+                }
+            }
+            let last = &fallback[0];
+            if !last.deployment.starts_with(&up.from_commit) || !last.fallback || !last.healthy {
+                bail!("boot {} after staging: {}", ATTEMPTS + 1, describe(last));
+            }
+            Ok(boots.iter().map(describe).collect::<Vec<_>>().join("; "))
+        },
+    );
+    boots?;
+    demo.measure("rollback_total_s", started.elapsed().as_secs_f64());
+    demo.step(&format!("{guest} is up again"), "the system is running", |demo| demo.wait_up(&guest, BOOT_TIMEOUT))?;
+    runs_commit(demo, &guest, &up.from, &up.from_commit)?;
+    demo.step("the rollback is permanent", &format!("no deployment of {} left", up.to), |demo| {
+        let status = demo.guest_ok(&guest, "ostree admin status", Duration::from_secs(60))?;
+        match status.contains(&up.to_commit) {
+            false => Ok(format!("{} deployment(s), none of {}", super::deployments_in_status(&status).len(), up.to)),
+            true => bail!("`ostree admin status` still lists {}:\n{status}", up.to_commit),
+        }
+    })?;
+    has_package(demo, &up, false)?;
+    Ok(())
+}
+
+pub fn upgrade_steps(demo: &mut Demo) -> anyhow::Result<()> {
+    let up = the_upgrade(demo)?;
+    let guest = up.guest.clone();
+    runs_original(demo, &up)?;
+    demo.step("allow the upgrade", &format!("{ORIGINAL_COMMIT_FILE} removed"), |demo| {
+        demo.guest_ok(&guest, &format!("rm -f {ORIGINAL_COMMIT_FILE} && echo removed"), Duration::from_secs(30))
+    })?;
+    let boots_before = demo.boots(&guest)?.len();
+    let started = Instant::now();
+    let pulled = stage(demo, &up)?;
+    demo.measure("second_stage_requests", pulled.requests as f64);
+    demo.measure("second_stage_bytes", pulled.bytes_sent as f64);
+    demo.step("the second staging fetched only a handful of small files", "at most 20 requests, under 100 KB", |_| {
+        let seen = format!("{} requests, {} bytes", pulled.requests, pulled.bytes_sent);
+        match pulled.requests <= 20 && pulled.bytes_sent < 100_000 {
+            true => Ok(seen),
+            false => bail!("{seen}"),
+        }
+    })?;
+    demo.step("one healthy boot of the new deployment", &format!("a healthy boot of {}", up.to), |demo| {
+        let boots = wait_boots(demo, &guest, boots_before, 1, BOOT_TIMEOUT * 2)?;
+        let boot = &boots[0];
+        match boot.deployment.starts_with(&up.to_commit) && boot.healthy && !boot.fallback {
+            true => Ok(describe(boot)),
+            false => bail!("{}", describe(boot)),
+        }
+    })?;
+    demo.measure("upgrade_total_s", started.elapsed().as_secs_f64());
+    demo.step(&format!("{guest} is up again"), "the system is running", |demo| demo.wait_up(&guest, BOOT_TIMEOUT))?;
+    demo.step("it booted once", "no further boot after the healthy one", |demo| {
+        let boots = demo.boots(&guest)?;
+        match boots.len() - boots_before {
+            1 => Ok("1 boot".into()),
+            n => bail!("{n} boots: {}", boots[boots_before..].iter().map(describe).collect::<Vec<_>>().join("; ")),
+        }
+    })?;
+    runs_commit(demo, &guest, &up.to, &up.to_commit)?;
+    has_package(demo, &up, true)?;
+    Ok(())
+}
+
+/// The primary guest, the image it was installed with and the image made
+/// from that one.
+fn the_upgrade(demo: &Demo) -> anyhow::Result<Upgrade> {
+    let lab = demo.lab();
+    let from = lab.kickstart.image.clone();
+    let to = lab
+        .images
+        .iter()
+        .find(|image| image.parent.as_deref() == Some(from.as_str()))
+        .with_context(|| format!("the lab has no image with parent=\"{from}\" to upgrade to"))?;
+    let package = to
+        .extra_packages
+        .first()
+        .cloned()
+        .with_context(|| format!("image `{}` adds no package, so the upgrade cannot be seen", to.name))?;
+    Ok(Upgrade {
+        guest: demo.primary()?,
+        from_commit: demo.image_commit(&from)?,
+        to_commit: demo.image_commit(&to.name)?,
+        from,
+        to: to.name.clone(),
+        package,
+    })
+}
+
+/// Steps: the guest is up and runs the original image.
+fn runs_original(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<()> {
+    let guest = up.guest.clone();
+    demo.step(&format!("{guest} is up"), "its check shell answers and the system is running", |demo| {
+        demo.wait_up(&guest, Duration::from_secs(900))
+    })?;
+    runs_commit(demo, &guest, &up.from, &up.from_commit)
+}
+
+fn runs_commit(demo: &mut Demo, guest: &str, image: &str, commit: &str) -> anyhow::Result<()> {
+    demo.step(&format!("{guest} runs {image}"), &format!("the booted deployment is {commit}"), |demo| {
+        let booted = demo.booted_deployment(guest)?;
+        match booted.starts_with(commit) {
+            true => Ok(booted),
+            false => bail!("booted {booted}"),
+        }
+    })?;
+    Ok(())
+}
+
+/// Step: the upgrade's package is (or is not) on the guest.
+fn has_package(demo: &mut Demo, up: &Upgrade, present: bool) -> anyhow::Result<()> {
+    let (name, expected) = match present {
+        true => (format!("{} is present", up.package), format!("`command -v {}` finds it", up.package)),
+        false => (format!("{} is absent", up.package), format!("`command -v {}` finds nothing", up.package)),
+    };
+    demo.step(&name, &expected, |demo| {
+        let out = demo.guest_sh(&up.guest, &format!("command -v {}", up.package), Duration::from_secs(30))?;
+        match (out.status == 0, present) {
+            (true, true) => Ok(out.text.trim().to_string()),
+            (false, false) => Ok("not found".into()),
+            (true, false) => bail!("found at {}", out.text.trim()),
+            (false, true) => bail!("not found"),
+        }
+    })?;
+    Ok(())
+}
+
+/// Steps: the guest stages the update from the lab's repo (as the demo's
+/// `systemctl start rpm-ostreed-automatic`); returns what the file server
+/// sent the guest meanwhile.
+fn stage(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<crate::services::file_server::ClientTotals> {
+    let guest = up.guest.clone();
+    let before = demo.served_to(&guest)?;
+    demo.step(
+        &format!("{guest} stages {}", up.to),
+        &format!("`systemctl start {STAGE_UNIT}` leaves {} staged", up.to_commit),
+        |demo| {
+            demo.guest_ok(&guest, &format!("systemctl start {STAGE_UNIT}"), Duration::from_secs(900))?;
+            let status = demo.guest_ok(&guest, "ostree admin status", Duration::from_secs(60))?;
+            let staged = status.lines().any(|line| line.contains(&up.to_commit) && line.contains("(staged)"));
+            match staged {
+                true => Ok(format!("{} staged", up.to_commit)),
+                false => bail!("nothing staged:\n{status}"),
+            }
+        },
+    )?;
+    let after = demo.served_to(&guest)?;
+    Ok(after.since(&before))
+}
+
+/// Waits until the guest's launcher recorded `count` boots after the first
+/// `skip`; returns those.
+fn wait_boots(
+    demo: &Demo,
+    guest: &str,
+    skip: usize,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<BootRecord>> {
+    wait_for(timeout, Duration::from_secs(5), || {
+        let boots = demo.boots(guest)?;
+        let new = boots.get(skip..).unwrap_or_default();
+        match new.len() >= count {
+            true => Ok(Some(new[..count].to_vec())),
+            false => bail!("{} boot(s) so far: {}", new.len(), new.iter().map(describe).collect::<Vec<_>>().join("; ")),
+        }
+    })
+}
+
+fn describe(boot: &BootRecord) -> String {
+    let verdict = if boot.healthy { "healthy" } else { "unhealthy" };
+    let fallback = if boot.fallback { " (fallback)" } else { "" };
+    let short = boot.deployment.get(..12).unwrap_or(&boot.deployment);
+    format!("{short}{fallback} {verdict} after {:.0}s", boot.seconds)
+}

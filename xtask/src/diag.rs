@@ -19,9 +19,9 @@ pub struct Diagnostic {
 
 /// All the mistakes in one file, reported at once.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("{} has {} error{}", file_name, diagnostics.len(), if diagnostics.len() == 1 { "" } else { "s" })]
+#[error("{} has {} error{}", source_code.name(), diagnostics.len(), if diagnostics.len() == 1 { "" } else { "s" })]
 pub struct Diagnostics {
-    pub file_name: String,
+    /// The file's text, named as the user should read it.
     #[source_code]
     pub source_code: NamedSource<String>,
     #[related]
@@ -42,12 +42,7 @@ pub enum PlainLayout {
 
 impl Diagnostics {
     pub fn new(file_name: &str, text: &str, diagnostics: Vec<Diagnostic>, layout: PlainLayout) -> Diagnostics {
-        Diagnostics {
-            file_name: file_name.to_string(),
-            source_code: NamedSource::new(file_name, text.to_string()),
-            diagnostics,
-            layout,
-        }
+        Diagnostics { source_code: NamedSource::new(file_name, text.to_string()), diagnostics, layout }
     }
 
     /// Each diagnostic as `file:line:column: message` plus its help, for
@@ -57,7 +52,7 @@ impl Diagnostics {
         let mut out = String::new();
         for diag in &self.diagnostics {
             let (line, column) = line_column(text, diag.span.offset());
-            out.push_str(&format!("{}:{line}:{column}: {}", self.file_name, diag.message));
+            out.push_str(&format!("{}:{line}:{column}: {}", self.source_code.name(), diag.message));
             match self.layout {
                 PlainLayout::LabelThenHelpBelow => {
                     if !diag.label.is_empty() {

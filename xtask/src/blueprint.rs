@@ -3,7 +3,7 @@
 //! composes (its extra packages added, its version bumped).
 //!
 //! Pure: no I/O beyond the text it is given. Mistakes are collected into one
-//! `BlueprintError` whose diagnostics point at the TOML line and column
+//! `Diagnostics` (crate::diag) whose diagnostics point at the TOML line and column
 //! (spans from the toml crate) and render with miette. Unknown keys are
 //! errors with a did-you-mean, because composer silently ignores what it does
 //! not know and a misspelt `pakages` would compose an image without them.
@@ -18,11 +18,13 @@
 
 use std::{collections::BTreeSet, fmt};
 
-use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::lab::{Image, Lab};
+use crate::{
+    diag::{Diagnostic, Diagnostics, PlainLayout},
+    lab::{Image, Lab},
+};
 
 /// A validated osbuild blueprint, as composer reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,29 +122,6 @@ pub struct Services {
     pub disabled: Vec<String>,
 }
 
-/// One mistake in a blueprint file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Diagnostic)]
-#[error("{message}")]
-pub struct BlueprintDiagnostic {
-    pub message: String,
-    #[label("{label}")]
-    pub span: SourceSpan,
-    pub label: String,
-    #[help]
-    pub help: Option<String>,
-}
-
-/// Every mistake found in one blueprint file.
-#[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{} has {} error{}", file_name, diagnostics.len(), if diagnostics.len() == 1 { "" } else { "s" })]
-pub struct BlueprintError {
-    pub file_name: String,
-    #[source_code]
-    pub source_code: NamedSource<String>,
-    #[related]
-    pub diagnostics: Vec<BlueprintDiagnostic>,
-}
-
 /// `MAJOR.MINOR.PATCH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
@@ -152,12 +131,8 @@ pub struct Version {
 }
 
 /// Parses and validates blueprint TOML read from `file_name`.
-pub fn parse_blueprint(file_name: &str, text: &str) -> Result<Blueprint, BlueprintError> {
-    let error = |diagnostics| BlueprintError {
-        file_name: file_name.to_string(),
-        source_code: NamedSource::new(file_name, text.to_string()),
-        diagnostics,
-    };
+pub fn parse_blueprint(file_name: &str, text: &str) -> Result<Blueprint, Diagnostics> {
+    let error = |diagnostics| Diagnostics::new(file_name, text, diagnostics, PlainLayout::HelpInline);
     let raw: RawBlueprint = toml::from_str(text).map_err(|err| error(vec![toml_diagnostic(&err, text)]))?;
     let mut diagnostics = Vec::new();
     let blueprint = validate(raw, &mut diagnostics);
@@ -198,33 +173,6 @@ impl Customizations {
     }
 }
 
-impl BlueprintError {
-    /// Each diagnostic as `file:line:column: message (help: ...)`, one per line.
-    pub fn to_plain(&self) -> String {
-        let text = self.source_code.inner();
-        let mut out = String::new();
-        for diag in &self.diagnostics {
-            let (line, column) = line_column(text, diag.span.offset());
-            out.push_str(&format!("{}:{line}:{column}: {}", self.file_name, diag.message));
-            if let Some(help) = &diag.help {
-                out.push_str(&format!(" (help: {help})"));
-            }
-            out.push('\n');
-        }
-        out
-    }
-
-    /// The plain lines, then miette's drawing with a caret under each span.
-    pub fn render(&self) -> String {
-        let mut drawn = String::new();
-        let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
-        if handler.render_report(&mut drawn, self).is_err() {
-            drawn.clear();
-        }
-        format!("{}{drawn}", self.to_plain())
-    }
-}
-
 impl Version {
     pub fn parse(text: &str) -> Option<Version> {
         let mut parts = text.split('.');
@@ -261,15 +209,6 @@ pub fn is_crypt_hash(password: &str) -> bool {
     let charset_ok =
         fields.iter().all(|field| field.bytes().all(|b| b.is_ascii_alphanumeric() || b"./=,-".contains(&b)));
     fields.len() >= 2 && fields.last().is_some_and(|hash| hash.len() >= 16) && charset_ok
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary(offset)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|it| it.chars().count()).unwrap_or(0) + 1;
-    (line, column)
 }
 
 fn any_version() -> String {
@@ -386,9 +325,9 @@ struct RawServices {
     disabled: Vec<Spanned<String>>,
 }
 
-fn validate(raw: RawBlueprint, diagnostics: &mut Vec<BlueprintDiagnostic>) -> Blueprint {
+fn validate(raw: RawBlueprint, diagnostics: &mut Vec<Diagnostic>) -> Blueprint {
     let mut report = |span: std::ops::Range<usize>, message: String, label: &str, help: Option<String>| {
-        diagnostics.push(BlueprintDiagnostic {
+        diagnostics.push(Diagnostic {
             message,
             span: (span.start, span.end - span.start).into(),
             label: label.into(),
@@ -464,9 +403,9 @@ fn validate(raw: RawBlueprint, diagnostics: &mut Vec<BlueprintDiagnostic>) -> Bl
     }
 }
 
-fn validate_customizations(raw: RawCustomizations, diagnostics: &mut Vec<BlueprintDiagnostic>) -> Customizations {
+fn validate_customizations(raw: RawCustomizations, diagnostics: &mut Vec<Diagnostic>) -> Customizations {
     let mut report = |span: std::ops::Range<usize>, message: String, label: &str, help: Option<String>| {
-        diagnostics.push(BlueprintDiagnostic {
+        diagnostics.push(Diagnostic {
             message,
             span: (span.start, span.end - span.start).into(),
             label: label.into(),
@@ -565,7 +504,7 @@ fn is_firewall_port(text: &str) -> bool {
 }
 
 /// A toml/serde error as a diagnostic; unknown keys get a did-you-mean.
-fn toml_diagnostic(err: &toml::de::Error, text: &str) -> BlueprintDiagnostic {
+fn toml_diagnostic(err: &toml::de::Error, text: &str) -> Diagnostic {
     let span = err.span().unwrap_or(0..0);
     let message = err.message().trim().to_string();
     let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
@@ -582,14 +521,14 @@ fn toml_diagnostic(err: &toml::de::Error, text: &str) -> BlueprintDiagnostic {
             None => format!("known keys here: {}", expected.join(", ")),
         };
         let span = key_span(text, span, unknown);
-        return BlueprintDiagnostic {
+        return Diagnostic {
             message: format!("unknown key `{unknown}`"),
             span: (span.start, span.end - span.start).into(),
             label: "not a blueprint key".into(),
             help: Some(help),
         };
     }
-    BlueprintDiagnostic {
+    Diagnostic {
         message: message.lines().next().unwrap_or("").to_string(),
         span: (span.start, span.end - span.start).into(),
         label: String::new(),

@@ -10,6 +10,7 @@ pub mod blueprint;
 pub mod cli;
 pub mod compose;
 pub mod demo;
+pub mod diag;
 pub mod facts;
 pub mod graph;
 pub mod guests;

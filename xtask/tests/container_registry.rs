@@ -4,9 +4,13 @@
 //! cannot run containers on this host, so the page is served by the binary
 //! the image holds, from the index.html the image holds).
 //!
-//! The lab is built by hand (the demo lab's container part); the graph comes
-//! from `graph::build`. The `prereqs` stage is left out: it checks programs
-//! of other worlds (qemu, ...) that have nothing to do with containers.
+//! The lab is the demo lab's container part (`support/demo_lab.rs`); the
+//! graph comes from `graph::build`. The `prereqs` stage is left out: it
+//! checks programs of other worlds (qemu, ...) that have nothing to do with
+//! containers.
+
+#[path = "support/demo_lab.rs"]
+mod demo_lab;
 
 use std::{
     collections::BTreeMap,
@@ -21,10 +25,7 @@ use edgelab::{
     cli::container::promote_in,
     graph::{self, Graph, StageId, StageKind},
     key::Facts,
-    lab::{
-        Auto, Backend, Backends, Container, ContainerBuild, ContainerTag, FileServer, Kickstart, Lab, Network,
-        Registry, StoreSettings,
-    },
+    lab::{Auto, Backend, Lab},
     progress::Progress,
     runner::{self, Outcome},
     services::{self, Service, registry},
@@ -47,10 +48,6 @@ impl Drop for TestLab {
     }
 }
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
 /// Keeps the tests away from /etc/containers (set once, before any test
 /// thread reads the environment: every test calls this first).
 fn isolate_host_config() {
@@ -67,51 +64,24 @@ fn free_port() -> u16 {
 }
 
 /// The demo lab's container part (lab.kdl's `container "httpd"` and
-/// `registry`), with the app's build contexts copied into a temp folder so
-/// tests can edit them. The httpd crate stays where the lab root says.
+/// `registry`, on 127.0.0.1 at `port`), with the app's build contexts copied
+/// into a temp folder so tests can edit them. The httpd crate stays where the
+/// lab root says.
 fn demo_lab(app: &Path, port: u16) -> Lab {
-    let root = project_root();
-    Lab {
-        name: "rfe-demo".into(),
-        file: root.join("lab.kdl"),
-        root: root.clone(),
-        backends: Backends {
-            default: Backend::Local,
-            registry: Some(Backend::Local),
-            compose: Some(Backend::Local),
-            boot_media: Some(Backend::Local),
-            guests: Some(Backend::Local),
-        },
-        network: Network {
-            host_address: Auto::Auto,
-            vip: Auto::Auto,
-            bridge: "edgelab0".into(),
-            namespace: "edgelab".into(),
-            vrrp_router_id: 51,
-        },
-        registry: Registry { address: Auto::Given(IpAddr::V4(Ipv4Addr::LOCALHOST)), port, insecure: true },
-        containers: vec![Container {
-            name: "httpd".into(),
-            builds: vec![
-                ContainerBuild { name: "v1".into(), context: app.join("v1"), from: None },
-                ContainerBuild { name: "v2".into(), context: app.join("v2"), from: Some("v1".into()) },
-            ],
-            tags: vec![ContainerTag { name: "prod".into(), build: "v1".into() }],
-        }],
-        blueprints: vec![],
-        images: vec![],
-        file_server: FileServer { address: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 8000 },
-        boot_iso: None,
-        kickstart: Kickstart {
-            template: root.join("guest/kickstart/edge.ks.in"),
-            image: "v1".into(),
-            user: "core".into(),
-            password_hash_file: None,
-        },
-        guests: vec![],
-        package_map: vec![],
-        store: StoreSettings { keep_generations: 3 },
+    let mut lab = demo_lab::demo_lab();
+    lab.backends = demo_lab::all_backends(Backend::Local);
+    lab.registry.address = Auto::Given(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    lab.registry.port = port;
+    for build in &mut lab.containers[0].builds {
+        build.context = app.join(&build.name);
     }
+    lab.blueprints.clear();
+    lab.images.clear();
+    lab.boot_iso = None;
+    lab.kickstart.password_hash_file = None;
+    lab.guests.clear();
+    lab.package_map.clear();
+    lab
 }
 
 fn test_lab() -> TestLab {
@@ -119,7 +89,7 @@ fn test_lab() -> TestLab {
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("app");
     for build in ["v1", "v2"] {
-        let from = project_root().join("guest/app").join(build);
+        let from = demo_lab::repo_root().join("guest/app").join(build);
         std::fs::create_dir_all(app.join(build)).unwrap();
         for entry in std::fs::read_dir(&from).unwrap() {
             let entry = entry.unwrap();

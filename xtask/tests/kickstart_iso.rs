@@ -3,12 +3,15 @@
 //! mtools and implantisomd5. The boot ISO is a synthetic one with the RHEL
 //! boot ISO's layout (isolinux and EFI El Torito images, an efiboot.img with
 //! a grub.cfg, a RHEL volume id), built here: the real one is 800 MB and
-//! behind a Red Hat login. The demo Lab is built by hand, matching lab.kdl,
-//! so these tests do not depend on the lab parser.
+//! behind a Red Hat login. The demo Lab is lab.kdl itself
+//! (`support/demo_lab.rs`) with the RHEL world pinned.
+
+#[path = "support/demo_lab.rs"]
+mod demo_lab;
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -275,90 +278,19 @@ fn check_remastered(base: &Path, iso: &Path, kickstart: &Path, tmp: &Path) {
     }
 }
 
-// ---- the demo lab, by hand ----
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+// ---- the demo lab ----
 
 /// The Lab lab.kdl declares, with the host address given (tests must not
 /// depend on this machine's network) and the RHEL world pinned.
 fn demo_lab(boot_iso: Option<PathBuf>) -> Lab {
-    let root = repo_root();
-    let guest = |name: &str, role, vrrp_state, priority| Guest {
-        name: name.into(),
-        role,
-        vrrp_state,
-        priority,
-        memory_mib: 2048,
-        vcpus: 2,
-        disk_gib: 10,
-        os_variant: "rhel8.6".into(),
-        address: Auto::Auto,
-    };
-    Lab {
-        name: "rfe-demo".into(),
-        file: root.join("lab.kdl"),
-        root: root.clone(),
-        backends: Backends {
-            default: Backend::Rhel,
-            registry: Some(Backend::Rhel),
-            compose: Some(Backend::Rhel),
-            boot_media: Some(Backend::Rhel),
-            guests: Some(Backend::Rhel),
-        },
-        network: Network {
-            host_address: Auto::Given(Ipv4Cidr { addr: Ipv4Addr::new(192, 168, 122, 1), prefix: 24 }),
-            vip: Auto::Auto,
-            bridge: "edgelab0".into(),
-            namespace: "edgelab".into(),
-            vrrp_router_id: 51,
-        },
-        registry: Registry { address: Auto::Auto, port: 5000, insecure: true },
-        containers: vec![Container {
-            name: "httpd".into(),
-            builds: vec![
-                ContainerBuild { name: "v1".into(), context: root.join("guest/app/v1"), from: None },
-                ContainerBuild { name: "v2".into(), context: root.join("guest/app/v2"), from: Some("v1".into()) },
-            ],
-            tags: vec![ContainerTag { name: "prod".into(), build: "v1".into() }],
-        }],
-        blueprints: vec![Blueprint { name: "RFE".into(), file: root.join("guest/blueprints/RFE.toml") }],
-        images: vec![
-            Image {
-                name: "v1".into(),
-                image_type: ImageType::EdgeCommit,
-                blueprint: "RFE".into(),
-                ostree_ref: "rhel/8/x86_64/edge".into(),
-                parent: None,
-                extra_packages: vec![],
-            },
-            Image {
-                name: "v2".into(),
-                image_type: ImageType::EdgeCommit,
-                blueprint: "RFE".into(),
-                ostree_ref: "rhel/8/x86_64/edge".into(),
-                parent: Some("v1".into()),
-                extra_packages: vec!["strace".into()],
-            },
-        ],
-        file_server: FileServer { address: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 8000 },
-        boot_iso: Some(BootIso {
-            file: boot_iso.unwrap_or_else(|| PathBuf::from("/var/lib/libvirt/images/rhel-8-x86_64-boot.iso")),
-        }),
-        kickstart: Kickstart {
-            template: root.join("guest/kickstart/edge.ks.in"),
-            image: "v1".into(),
-            user: "core".into(),
-            password_hash_file: Some(root.join("guest/kickstart/core.passwd.hash")),
-        },
-        guests: vec![
-            guest("edge-device-1", GuestRole::Primary, VrrpState::Master, 255),
-            guest("edge-device-2", GuestRole::Backup, VrrpState::Backup, 254),
-        ],
-        package_map: vec![],
-        store: StoreSettings { keep_generations: 3 },
+    let mut lab = demo_lab::demo_lab();
+    lab.backends = demo_lab::all_backends(Backend::Rhel);
+    lab.network.host_address = Auto::Given(Ipv4Cidr { addr: Ipv4Addr::new(192, 168, 122, 1), prefix: 24 });
+    if let Some(file) = boot_iso {
+        lab.boot_iso = Some(BootIso { file });
     }
+    lab.package_map.clear();
+    lab
 }
 
 fn guest_name(name: &str) -> &'static str {

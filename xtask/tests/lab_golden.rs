@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use edgelab::lab::{Lab, LabError, parse_lab};
+use edgelab::{
+    diag::Diagnostics,
+    lab::{Lab, parse_lab},
+};
 use expect_test::expect_file;
 
 fn labs_dir() -> PathBuf {
@@ -18,17 +21,17 @@ fn demo_text() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
 }
 
-fn parse_in_labs_dir(text: &str) -> Result<Lab, LabError> {
+fn parse_in_labs_dir(text: &str) -> Result<Lab, Diagnostics> {
     parse_lab(&labs_dir().join("lab.kdl"), text)
 }
 
 /// `err` as plain text with the test data folder stripped from file names.
-fn plain(err: &LabError) -> String {
+fn plain(err: &Diagnostics) -> String {
     err.to_plain().replace(&format!("{}/", labs_dir().display()), "")
 }
 
 /// Draws `err` the way the CLI does, so a span outside the text would show here.
-fn render(err: &LabError) -> String {
+fn render(err: &Diagnostics) -> String {
     let mut out = String::new();
     miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
         .render_report(&mut out, err)

@@ -9,6 +9,9 @@
 // The tests run the fakes and the `cargo xtask` binary themselves.
 #![allow(clippy::disallowed_methods)]
 
+#[path = "support/demo_lab.rs"]
+mod demo_lab;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -339,10 +342,8 @@ impl World {
             std::fs::write(&path, "#!/bin/sh\necho \"$(basename \"$0\") $*\" >>\"$HOST_CALLS\"\n").unwrap();
             make_executable(&path);
         }
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        std::os::unix::fs::symlink(repo.join("guest"), dir.join("guest")).unwrap();
-        let lab_text = std::fs::read_to_string(repo.join("lab.kdl"))
-            .unwrap()
+        std::os::unix::fs::symlink(demo_lab::repo_root().join("guest"), dir.join("guest")).unwrap();
+        let lab_text = demo_lab::demo_lab_text()
             .replace("guests \"auto\"", "guests \"rhel\"")
             .replace("host-address \"auto\"", "host-address \"192.168.122.1/24\"");
         let lab_file = dir.join("lab.kdl");

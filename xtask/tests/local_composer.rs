@@ -9,6 +9,9 @@
 //! /var/tmp/edgelab-test-cache so reruns take seconds; delete that folder to
 //! measure a cold compose again. The bad-input tests use their own caches.
 
+#[path = "support/demo_lab.rs"]
+mod demo_lab;
+
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -20,7 +23,7 @@ use edgelab::{
     compose::{ComposeBackend, ComposeRequest, ComposeResult, local::LocalComposer, tarball},
     graph::{self, StageId, StageKind},
     key::{Facts, Preimage},
-    lab::{self, Auto, Backend, Lab},
+    lab::{Backend, Lab},
     progress::Progress,
     stages::{self, Input, StageCtx},
     store::Store,
@@ -348,60 +351,21 @@ fn stage_keys(lab: &Lab) -> BTreeMap<StageId, String> {
     keys
 }
 
-/// The demo's lab, built by hand (the lab parser is written concurrently).
+/// The demo's lab with only its images (v2 adding `v2_packages`), composed
+/// in the local world.
 fn test_lab(v2_packages: &[&str]) -> Lab {
-    let root = PathBuf::from("/work/main");
-    Lab {
-        name: "rfe-demo".into(),
-        file: root.join("lab.kdl"),
-        root: root.clone(),
-        backends: lab::Backends {
-            default: Backend::Local,
-            registry: None,
-            compose: Some(Backend::Local),
-            boot_media: None,
-            guests: None,
-        },
-        network: lab::Network {
-            host_address: Auto::Auto,
-            vip: Auto::Auto,
-            bridge: "edgelab0".into(),
-            namespace: "edgelab".into(),
-            vrrp_router_id: 51,
-        },
-        registry: lab::Registry { address: Auto::Auto, port: 5000, insecure: true },
-        containers: vec![],
-        blueprints: vec![lab::Blueprint { name: "RFE".into(), file: root.join("guest/blueprints/RFE.toml") }],
-        images: vec![
-            lab::Image {
-                name: "v1".into(),
-                image_type: lab::ImageType::EdgeCommit,
-                blueprint: "RFE".into(),
-                ostree_ref: REF.into(),
-                parent: None,
-                extra_packages: vec![],
-            },
-            lab::Image {
-                name: "v2".into(),
-                image_type: lab::ImageType::EdgeCommit,
-                blueprint: "RFE".into(),
-                ostree_ref: REF.into(),
-                parent: Some("v1".into()),
-                extra_packages: v2_packages.iter().map(|p| p.to_string()).collect(),
-            },
-        ],
-        file_server: lab::FileServer { address: "0.0.0.0".parse().unwrap(), port: 8000 },
-        boot_iso: None,
-        kickstart: lab::Kickstart {
-            template: root.join("guest/kickstart/edge.ks.in"),
-            image: "v1".into(),
-            user: "core".into(),
-            password_hash_file: None,
-        },
-        guests: vec![],
-        package_map: vec![],
-        store: lab::StoreSettings { keep_generations: 3 },
+    let mut lab = demo_lab::demo_lab();
+    lab.backends = demo_lab::compose_backend(Backend::Local);
+    lab.containers.clear();
+    for image in &mut lab.images {
+        image.ostree_ref = REF.into();
     }
+    lab.images[1].extra_packages = v2_packages.iter().map(|p| p.to_string()).collect();
+    lab.boot_iso = None;
+    lab.kickstart.password_hash_file = None;
+    lab.guests.clear();
+    lab.package_map.clear();
+    lab
 }
 
 fn assert_empty(dir: &Path) {

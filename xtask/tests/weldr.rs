@@ -2,6 +2,8 @@
 //! in `support/fake_weldr.rs` (real OSTree commits, real tarballs), and the
 //! `blueprint` and `compose` stages run by the real runner into a real store.
 
+#[path = "support/demo_lab.rs"]
+mod demo_lab;
 #[path = "support/fake_weldr.rs"]
 mod fake_weldr;
 
@@ -492,48 +494,22 @@ fn test_lab(dir: &Path, blueprint: &str, v2_packages: &[&str]) -> Lab {
     let blueprint_file = dir.join("guest/blueprints/RFE.toml");
     std::fs::create_dir_all(blueprint_file.parent().unwrap()).unwrap();
     std::fs::write(&blueprint_file, blueprint).unwrap();
-    let image = |name: &str, parent: Option<&str>, packages: &[&str]| lab::Image {
-        name: name.into(),
-        image_type: lab::ImageType::EdgeCommit,
-        blueprint: "RFE".into(),
-        ostree_ref: "rhel/8/x86_64/edge".into(),
-        parent: parent.map(str::to_string),
-        extra_packages: packages.iter().map(|it| it.to_string()).collect(),
-    };
-    Lab {
-        name: "weldr-test".into(),
-        file: dir.join("lab.kdl"),
-        root: dir.to_path_buf(),
-        backends: lab::Backends {
-            default: Backend::Rhel,
-            registry: None,
-            compose: Some(Backend::Rhel),
-            boot_media: None,
-            guests: None,
-        },
-        network: lab::Network {
-            host_address: Auto::Given(lab::Ipv4Cidr { addr: "127.0.0.1".parse().unwrap(), prefix: 8 }),
-            vip: Auto::Auto,
-            bridge: "edgelab0".into(),
-            namespace: "edgelab".into(),
-            vrrp_router_id: 51,
-        },
-        registry: lab::Registry { address: Auto::Auto, port: 5000, insecure: true },
-        containers: vec![],
-        blueprints: vec![lab::Blueprint { name: "RFE".into(), file: blueprint_file }],
-        images: vec![image("v1", None, &[]), image("v2", Some("v1"), v2_packages)],
-        file_server: lab::FileServer { address: "127.0.0.1".parse().unwrap(), port: 8000 },
-        boot_iso: None,
-        kickstart: lab::Kickstart {
-            template: dir.join("guest/kickstart/edge.ks.in"),
-            image: "v1".into(),
-            user: "core".into(),
-            password_hash_file: None,
-        },
-        guests: vec![],
-        package_map: vec![],
-        store: lab::StoreSettings { keep_generations: 3 },
-    }
+    let mut lab = demo_lab::demo_lab();
+    lab.name = "weldr-test".into();
+    lab.file = dir.join("lab.kdl");
+    lab.root = dir.to_path_buf();
+    lab.backends = demo_lab::compose_backend(Backend::Rhel);
+    lab.network.host_address = Auto::Given(lab::Ipv4Cidr { addr: "127.0.0.1".parse().unwrap(), prefix: 8 });
+    lab.containers.clear();
+    lab.blueprints[0].file = blueprint_file;
+    lab.images[1].extra_packages = v2_packages.iter().map(|it| it.to_string()).collect();
+    lab.file_server.address = "127.0.0.1".parse().unwrap();
+    lab.boot_iso = None;
+    lab.kickstart.template = dir.join("guest/kickstart/edge.ks.in");
+    lab.kickstart.password_hash_file = None;
+    lab.guests.clear();
+    lab.package_map.clear();
+    lab
 }
 
 /// The lab's graph, blueprint and compose stages only: the prereqs stage

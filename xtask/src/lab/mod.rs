@@ -6,7 +6,6 @@
 //! address, VIP) stay `Auto` here: resolving them needs the host, which the
 //! pure core does not touch.
 
-mod diag;
 mod parse;
 
 use std::{
@@ -14,7 +13,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use diag::{LabDiagnostic, LabError};
 pub use parse::{parse_lab, parse_lab_file};
 
 /// The whole lab, as declared in `lab.kdl`.

@@ -16,17 +16,18 @@ use std::{
 };
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
-use miette::{NamedSource, SourceSpan};
+use miette::SourceSpan;
 
 use super::{
     Auto, Backend, Backends, Blueprint, BootIso, Container, ContainerBuild, ContainerTag, FileServer, Guest, GuestRole,
-    Image, ImageType, Ipv4Cidr, Kickstart, Lab, LabDiagnostic, LabError, Network, PackageAction, PackageMapping,
-    Registry, StoreSettings, VrrpState,
+    Image, ImageType, Ipv4Cidr, Kickstart, Lab, Network, PackageAction, PackageMapping, Registry, StoreSettings,
+    VrrpState,
 };
+use crate::diag::{self, Diagnostic, Diagnostics, PlainLayout};
 
 /// Parses and validates the lab in `text`, read from `file`. Relative paths in
 /// the lab resolve against `file`'s folder and come out absolute.
-pub fn parse_lab(file: &Path, text: &str) -> Result<Lab, LabError> {
+pub fn parse_lab(file: &Path, text: &str) -> Result<Lab, Diagnostics> {
     let file_abs = normalize(&std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()));
     let root = file_abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let mut parser = Parser { text, root, diags: Vec::new() };
@@ -44,13 +45,13 @@ pub fn parse_lab(file: &Path, text: &str) -> Result<Lab, LabError> {
 }
 
 /// Reads and parses the lab file at `path`.
-pub fn parse_lab_file(path: &Path) -> Result<Lab, LabError> {
+pub fn parse_lab_file(path: &Path) -> Result<Lab, Diagnostics> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_lab(path, &text),
         Err(err) => Err(lab_error(
             path,
             "",
-            vec![LabDiagnostic {
+            vec![Diagnostic {
                 message: format!("cannot read the lab file: {err}"),
                 span: (0, 0).into(),
                 label: String::new(),
@@ -60,14 +61,10 @@ pub fn parse_lab_file(path: &Path) -> Result<Lab, LabError> {
     }
 }
 
-fn lab_error(file: &Path, text: &str, mut diags: Vec<LabDiagnostic>) -> LabError {
+fn lab_error(file: &Path, text: &str, mut diags: Vec<Diagnostic>) -> Diagnostics {
     diags.sort_by_key(|diag| diag.span.offset());
     diags.dedup();
-    LabError {
-        file_name: file.display().to_string(),
-        source_code: NamedSource::new(file.display().to_string(), text.to_string()),
-        diagnostics: diags,
-    }
+    Diagnostics::new(&file.display().to_string(), text, diags, PlainLayout::LabelThenHelpBelow)
 }
 
 /// What a node may hold. The lab's grammar is these constants.
@@ -183,7 +180,7 @@ enum Target {
 struct Parser<'t> {
     text: &'t str,
     root: PathBuf,
-    diags: Vec<LabDiagnostic>,
+    diags: Vec<Diagnostic>,
 }
 
 /// Spans kept beside the typed values for the cross checks.
@@ -208,7 +205,7 @@ struct Spans {
 
 impl Parser<'_> {
     fn report(&mut self, span: SourceSpan, message: String, label: &str, help: Option<String>) {
-        self.diags.push(LabDiagnostic { message, span, label: label.to_string(), help });
+        self.diags.push(Diagnostic { message, span, label: label.to_string(), help });
     }
 
     fn kdl_syntax(&mut self, err: kdl::KdlError) {
@@ -776,7 +773,7 @@ impl Parser<'_> {
         for (what, name) in &spans.names {
             match seen.get(&(*what, name.value.as_str())) {
                 Some(first) => {
-                    let (line, _) = super::diag::line_column(self.text, first.offset());
+                    let (line, _) = diag::line_column(self.text, first.offset());
                     self.report(
                         name.span,
                         format!("{what} `{}` is declared twice", display_scoped(&name.value)),

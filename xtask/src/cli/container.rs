@@ -68,8 +68,9 @@ pub fn promote_in(
     if summary.failed() {
         bail!("retagging {app}:{tag_name} failed:\n{}", summary.render());
     }
+    // The registry lives inside the lab's network namespace (local world).
     let endpoint = registry::endpoint(lab);
-    let now = registry::manifest_digest(endpoint, app, tag_name)?
+    let now = crate::guests::netns::in_lab_if_up(lab, || registry::manifest_digest(endpoint, app, tag_name))??
         .with_context(|| format!("the registry has no {app}:{tag_name} after retagging"))?;
     if now != digest {
         bail!(

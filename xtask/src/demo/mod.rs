@@ -362,37 +362,6 @@ pub fn booted_in_status(status: &str) -> Option<String> {
     deployments_in_status(status).into_iter().find_map(|(deployment, booted)| booted.then_some(deployment))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STATUS: &str = "\
-* debian 2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1
-    origin refspec: edge:rhel/8/x86_64/edge
-  debian 9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0.0 (rollback)
-    origin refspec: edge:rhel/8/x86_64/edge
-";
-
-    #[test]
-    fn status_lists_deployments_and_the_booted_one() {
-        let deployments = deployments_in_status(STATUS);
-        assert_eq!(deployments.len(), 2);
-        assert!(!deployments[1].1);
-        assert_eq!(
-            booted_in_status(STATUS).as_deref(),
-            Some("2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1")
-        );
-        assert_eq!(booted_in_status("  debian abc.0\n"), None);
-    }
-
-    #[test]
-    fn pages_are_told_apart() {
-        assert_eq!(Page::of(&format!("<html>{TITLE} figlet</html>")).unwrap(), Page::V1);
-        assert_eq!(Page::of(&format!("{TITLE} Podman {V2_ONLY} is awesome")).unwrap(), Page::V2);
-        assert!(Page::of("<html>404</html>").unwrap_err().to_string().contains("not the app's page"));
-    }
-}
-
 /// Polls `probe` until it returns `Some`, or fails after `timeout` with the
 /// last thing seen.
 pub fn wait_for<T>(
@@ -449,4 +418,35 @@ pub fn render(reports: &[Report]) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "\
+* debian 2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1
+    origin refspec: edge:rhel/8/x86_64/edge
+  debian 9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0.0 (rollback)
+    origin refspec: edge:rhel/8/x86_64/edge
+";
+
+    #[test]
+    fn status_lists_deployments_and_the_booted_one() {
+        let deployments = deployments_in_status(STATUS);
+        assert_eq!(deployments.len(), 2);
+        assert!(!deployments[1].1);
+        assert_eq!(
+            booted_in_status(STATUS).as_deref(),
+            Some("2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1")
+        );
+        assert_eq!(booted_in_status("  debian abc.0\n"), None);
+    }
+
+    #[test]
+    fn pages_are_told_apart() {
+        assert_eq!(Page::of(&format!("<html>{TITLE} figlet</html>")).unwrap(), Page::V1);
+        assert_eq!(Page::of(&format!("{TITLE} Podman {V2_ONLY} is awesome")).unwrap(), Page::V2);
+        assert!(Page::of("<html>404</html>").unwrap_err().to_string().contains("not the app's page"));
+    }
 }

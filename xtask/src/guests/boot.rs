@@ -129,7 +129,18 @@ pub fn choose(entries: &[(BootEntry, String)], counter: &mut BootCounter) -> Opt
 
 /// Records how a boot of `choice` ended.
 pub fn record(choice: &Choice, verdict: Verdict, counter: &mut BootCounter) {
-    if choice.fallback || counter.good {
+    if choice.fallback {
+        // A healthy fallback boot made the rollback permanent (the guest
+        // undeployed the failed deployment before saying so). If that
+        // deployment is the default again later, it was deployed again (the
+        // same commit gets the same `<commit>.<serial>`): it gets three new
+        // attempts, as greenboot sets boot_counter for every new deployment.
+        if verdict == Verdict::Healthy {
+            *counter = BootCounter::default();
+        }
+        return;
+    }
+    if counter.good {
         return;
     }
     match verdict {
@@ -204,6 +215,8 @@ initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
         expect.assert_eq(&log);
     }
 
+    /// After the healthy fallback the entries here still hold new.0: that is
+    /// new.0 deployed again, which is counted afresh.
     #[test]
     fn three_bad_boots_fall_back() {
         use Verdict::*;
@@ -214,7 +227,7 @@ initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
                 new.0 (deployment new.0, attempt 2 of 3) -> Unhealthy
                 new.0 (deployment new.0, attempt 3 of 3) -> Unhealthy
                 old.0 (new.0 failed 3 boots: booting the previous deployment old.0) -> Healthy
-                old.0 (new.0 failed 3 boots: booting the previous deployment old.0) -> Unhealthy
+                new.0 (deployment new.0, attempt 1 of 3) -> Unhealthy
             "#]],
         );
     }

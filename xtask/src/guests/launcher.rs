@@ -47,7 +47,9 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir.join("boot"))?;
         debugfs::dump(&disk, &boot_path(&disk, &choice.entry.linux)?, &kernel)?;
         debugfs::dump(&disk, &boot_path(&disk, &choice.entry.initrd)?, &initrd)?;
-        let mut append = format!("{} quiet systemd.show_status=false", choice.entry.options);
+        // The kernel's messages stay on (no `quiet`): a boot that hangs
+        // shows where, and its silence is what the hang watchdog sees.
+        let mut append = format!("{} systemd.show_status=false", choice.entry.options);
         if choice.fallback {
             append.push_str(" edgelab.fallback=1");
         } else if !counter.good {
@@ -77,9 +79,24 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
 
         let timeout = Duration::from_secs(state.boot_timeout_s.max(1));
         let mut seconds_to_verdict = None;
+        let mut console_len = console_start;
+        let mut last_output = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break Some(status);
+            }
+            let len = std::fs::metadata(&console_log).map(|meta| meta.len()).unwrap_or(console_len);
+            if len != console_len {
+                console_len = len;
+                last_output = Instant::now();
+            }
+            if seconds_to_verdict.is_none()
+                && let Some(why) = hung(started.elapsed(), console_len > console_start, last_output.elapsed())
+            {
+                log(&format!("{why}: stopping the guest (a hung boot, as a hardware watchdog would)"));
+                child.kill().ok();
+                child.wait().ok();
+                break None;
             }
             if seconds_to_verdict.is_none() {
                 let console = read_from(&console_log, console_start);
@@ -91,7 +108,7 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
                     let verdict = boot::verdict(&console);
                     boot::record(&choice, verdict, &mut counter);
                     save_counter(dir, &counter)?;
-                    append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
+                    append_boot(dir, &boot_record(&choice, Some(verdict), started_unix, seconds, accel))?;
                 } else if started.elapsed() > timeout {
                     log(&format!("no health verdict within {timeout:?}: stopping the guest"));
                     child.kill().ok();
@@ -108,7 +125,8 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
         if seconds_to_verdict.is_none() {
             boot::record(&choice, verdict, &mut counter);
             save_counter(dir, &counter)?;
-            append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
+            let seen = console.contains(boot::HEALTHY_MARK) || console.contains(boot::RED_MARK);
+            append_boot(dir, &boot_record(&choice, seen.then_some(verdict), started_unix, seconds, accel))?;
         }
         log(&format!("boot ended after {seconds:.1}s ({verdict:?}, qemu {status:?})"));
 
@@ -182,13 +200,36 @@ fn set_qemu_pid(dir: &Path, pid: Option<u32>) -> anyhow::Result<()> {
 /// A `boots.jsonl` line: written when the guest gives its verdict (so a
 /// healthy guest that keeps running is on record), or when a boot ends
 /// without one.
-fn boot_record(choice: &boot::Choice, verdict: Verdict, started_unix: u64, seconds: f64, accel: Accel) -> BootRecord {
+/// A boot that printed nothing at all this long after qemu started hangs
+/// before or in the kernel (seen under TCG: about one boot in twenty).
+const SILENT_START: Duration = Duration::from_secs(120);
+/// A boot whose console stayed silent this long before a verdict hangs.
+const SILENT_GAP: Duration = Duration::from_secs(300);
+
+/// Why a boot without a verdict yet counts as hung, if it does.
+fn hung(running: Duration, printed: bool, silent: Duration) -> Option<String> {
+    if !printed && running > SILENT_START {
+        return Some(format!("nothing on the console {}s after the start", running.as_secs()));
+    }
+    (silent > SILENT_GAP).then(|| format!("the console has been silent for {}s", silent.as_secs()))
+}
+
+/// The record of a boot; `verdict` is `None` when the guest printed none
+/// (it hung, or rebooted before its health check).
+fn boot_record(
+    choice: &boot::Choice,
+    verdict: Option<Verdict>,
+    started_unix: u64,
+    seconds: f64,
+    accel: Accel,
+) -> BootRecord {
     BootRecord {
         started_unix,
         entry: choice.entry.file.clone(),
         deployment: choice.deployment.clone(),
         fallback: choice.fallback,
-        healthy: verdict == Verdict::Healthy,
+        healthy: verdict == Some(Verdict::Healthy),
+        verdict_seen: verdict.is_some(),
         seconds,
         accel,
         reason: choice.reason.clone(),
@@ -215,4 +256,18 @@ fn read_from(path: &Path, offset: u64) -> String {
 fn log(message: &str) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     eprintln!("[{now}] launcher: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_boot_counts_as_hung() {
+        let secs = Duration::from_secs;
+        assert_eq!(hung(secs(60), false, secs(60)), None);
+        assert!(hung(secs(121), false, secs(121)).unwrap().contains("nothing on the console"));
+        assert_eq!(hung(secs(280), true, secs(200)), None);
+        assert!(hung(secs(500), true, secs(301)).unwrap().contains("silent for 301s"));
+    }
 }

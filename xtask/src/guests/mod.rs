@@ -60,6 +60,10 @@ pub struct BootRecord {
     pub deployment: String,
     pub fallback: bool,
     pub healthy: bool,
+    /// The guest printed a health verdict (false: it hung, or rebooted
+    /// before its health check ran).
+    #[serde(default)]
+    pub verdict_seen: bool,
     /// Seconds from qemu's start to the verdict (or to the end of a boot
     /// that gave none).
     pub seconds: f64,

@@ -402,8 +402,12 @@ pub fn build(lab: &Lab) -> Graph {
                     ("image", json!(lab.kickstart.image)),
                     ("disk-gib", json!(guest.disk_gib)),
                 ]),
-                // The local guest's greenboot runner and update units.
-                files: BTreeMap::from([("guest files local/".to_string(), lab.root.join("guest/local"))]),
+                // The local guest's greenboot runner and update units (what
+                // the installer lays over the root; not its README).
+                files: BTreeMap::from([
+                    ("guest files local/bin/".to_string(), lab.root.join("guest/local/bin")),
+                    ("guest files local/units/".to_string(), lab.root.join("guest/local/units")),
+                ]),
                 tools: vec!["ostree", "mkfs.ext4", "systemctl"],
                 deps: BTreeMap::from([
                     ("kickstart".into(), kickstart),

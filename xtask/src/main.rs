@@ -63,9 +63,13 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Run one of the demo's scenarios against the lab, asserting each step (`scale-from-zero`).
-    Demo { scenario: String },
-    /// Bring the lab up and run every demo scenario in order, with a text and JSON report.
+    /// Run one of the demo's scenarios against the lab that is up, asserting each step.
+    Demo {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(edgelab::demo::SCENARIOS))]
+        scenario: String,
+    },
+    /// Reset the guests to their pristine disks, bring the lab up and run every
+    /// scenario in order, with a text and JSON report.
     E2e,
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {

@@ -22,12 +22,7 @@ pub fn steps(demo: &mut Demo) -> anyhow::Result<()> {
                  --tag {tag}` puts it back"
         ),
     })?;
-    let serving = demo.step("one guest serves the VIP", "the VIP on exactly one guest", |demo| {
-        match demo.vip_holders()?.as_slice() {
-            [only] => Ok(only.clone()),
-            holders => bail!("holders: {holders:?}"),
-        }
-    })?;
+    let serving = demo.serving_guest()?;
 
     let promoted = Instant::now();
     let digest = demo.step(

@@ -215,22 +215,33 @@ impl<'a> Demo<'a> {
 
     /// The guest declared VRRP MASTER (the primary).
     pub fn primary(&self) -> anyhow::Result<String> {
-        self.lab()
-            .guests
-            .iter()
-            .find(|guest| guest.vrrp_state == VrrpState::Master)
-            .map(|guest| guest.name.clone())
-            .context("the lab declares no guest with vrrp-state=\"MASTER\"")
+        self.guest_in_state(VrrpState::Master)
     }
 
     /// The first guest declared BACKUP.
     pub fn backup(&self) -> anyhow::Result<String> {
-        self.lab()
-            .guests
-            .iter()
-            .find(|guest| guest.vrrp_state == VrrpState::Backup)
+        self.guest_in_state(VrrpState::Backup)
+    }
+
+    fn guest_in_state(&self, state: VrrpState) -> anyhow::Result<String> {
+        let found = self.lab().guests.iter().find(|guest| guest.vrrp_state == state);
+        let name = match state {
+            VrrpState::Master => "MASTER",
+            VrrpState::Backup => "BACKUP",
+        };
+        found
             .map(|guest| guest.name.clone())
-            .context("the lab declares no guest with vrrp-state=\"BACKUP\"")
+            .with_context(|| format!("the lab declares no guest with vrrp-state=\"{name}\""))
+    }
+
+    /// Step: exactly one guest holds the VIP; returns it.
+    pub fn serving_guest(&mut self) -> anyhow::Result<String> {
+        self.step("one guest serves the VIP", "the VIP on exactly one guest", |demo| {
+            match demo.vip_holders()?.as_slice() {
+                [only] => Ok(only.clone()),
+                holders => bail!("holders: {holders:?}"),
+            }
+        })
     }
 
     /// The running guests that hold the VIP now (a guest that is down holds

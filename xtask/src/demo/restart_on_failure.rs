@@ -17,12 +17,7 @@ pub fn steps(demo: &mut Demo) -> anyhow::Result<()> {
         let page = demo.page()?;
         Ok(format!("{page:?} page"))
     })?;
-    let serving = demo.step("one guest serves the VIP", "the VIP on exactly one guest", |demo| {
-        match demo.vip_holders()?.as_slice() {
-            [only] => Ok(only.clone()),
-            holders => bail!("holders: {holders:?}"),
-        }
-    })?;
+    let serving = demo.serving_guest()?;
     let restarts_before =
         demo.step(&format!("{UNIT} runs on {serving}"), "active, with its restart count", |demo| {
             unit_restarts(demo, &serving)

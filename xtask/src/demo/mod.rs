@@ -234,6 +234,22 @@ impl<'a> Demo<'a> {
             .with_context(|| format!("the lab declares no guest with vrrp-state=\"{name}\""))
     }
 
+    /// Step: `guest` is up (its check shell answers, systemd finished
+    /// booting, within 15 minutes: a TCG boot under load).
+    pub fn step_up(&mut self, guest: &str) -> anyhow::Result<String> {
+        self.step(&format!("{guest} is up"), "its check shell answers and the system is running", |demo| {
+            demo.wait_up(guest, Duration::from_secs(900))
+        })
+    }
+
+    /// Step: `guest` runs the app's container (`httpd`) for the lab user.
+    pub fn step_runs_app(&mut self, name: &str, guest: &str) -> anyhow::Result<String> {
+        self.step(name, "httpd in the lab user's `podman ps`", |demo| match demo.containers(guest)? {
+            names if names.iter().any(|name| name == "httpd") => Ok(names.join(", ")),
+            names => bail!("podman ps: `{}`", names.join(", ")),
+        })
+    }
+
     /// Step: exactly one guest holds the VIP; returns it.
     pub fn serving_guest(&mut self) -> anyhow::Result<String> {
         self.step("one guest serves the VIP", "the VIP on exactly one guest", |demo| {

@@ -14,9 +14,7 @@ pub fn steps(demo: &mut Demo) -> anyhow::Result<()> {
     let guests = demo.guests();
     let vip = netns::segment(demo.lab()).vip.addr.to_string();
     for guest in &guests {
-        demo.step(&format!("{guest} is up"), "its check shell answers and the system is running", |demo| {
-            demo.wait_up(guest, Duration::from_secs(900))
-        })?;
+        demo.step_up(guest)?;
     }
     let primary = demo.primary()?;
     demo.step("the VRRP master holds the VIP", &format!("{vip} on {primary} only"), |demo| {

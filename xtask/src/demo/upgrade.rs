@@ -196,9 +196,7 @@ fn the_upgrade(demo: &Demo) -> anyhow::Result<Upgrade> {
 /// Steps: the guest is up and runs the original image.
 fn runs_original(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<()> {
     let guest = up.guest.clone();
-    demo.step(&format!("{guest} is up"), "its check shell answers and the system is running", |demo| {
-        demo.wait_up(&guest, Duration::from_secs(900))
-    })?;
+    demo.step_up(&guest)?;
     runs_commit(demo, &guest, &up.from, &up.from_commit)
 }
 

@@ -153,13 +153,11 @@ pub fn record(choice: &Choice, verdict: Verdict, counter: &mut BootCounter) {
 }
 
 /// The verdict in what the console printed during one boot: the last
-/// health line wins (a later red after a green is a failure).
-pub fn verdict(console: &str) -> Verdict {
-    let last = console.lines().rev().find(|line| line.contains(HEALTHY_MARK) || line.contains(RED_MARK));
-    match last {
-        Some(line) if line.contains(HEALTHY_MARK) => Verdict::Healthy,
-        _ => Verdict::Unhealthy,
-    }
+/// health line wins (a later red after a green is a failure). `None` when
+/// the guest printed none (yet); a boot that ends so counts as unhealthy.
+pub fn verdict(console: &str) -> Option<Verdict> {
+    let last = console.lines().rev().find(|line| line.contains(HEALTHY_MARK) || line.contains(RED_MARK))?;
+    Some(if last.contains(HEALTHY_MARK) { Verdict::Healthy } else { Verdict::Unhealthy })
 }
 
 #[cfg(test)]
@@ -250,8 +248,8 @@ initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
 
     #[test]
     fn the_last_health_line_wins() {
-        assert_eq!(verdict("x\nedgelab-greenboot: healthy deployment=a.0\n"), Verdict::Healthy);
-        assert_eq!(verdict("edgelab-greenboot: healthy\nedgelab-greenboot: red\n"), Verdict::Unhealthy);
-        assert_eq!(verdict("Startup finished\nreboot: Restarting system\n"), Verdict::Unhealthy);
+        assert_eq!(verdict("x\nedgelab-greenboot: healthy deployment=a.0\n"), Some(Verdict::Healthy));
+        assert_eq!(verdict("edgelab-greenboot: healthy\nedgelab-greenboot: red\n"), Some(Verdict::Unhealthy));
+        assert_eq!(verdict("Startup finished\nreboot: Restarting system\n"), None);
     }
 }

@@ -85,32 +85,27 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
             if let Some(status) = child.try_wait()? {
                 break Some(status);
             }
-            let len = std::fs::metadata(&console_log).map(|meta| meta.len()).unwrap_or(console_len);
-            if len != console_len {
-                console_len = len;
-                last_output = Instant::now();
-            }
-            if seconds_to_verdict.is_none()
-                && let Some(why) = hung(started.elapsed(), console_len > console_start, last_output.elapsed())
-            {
-                log(&format!("{why}: stopping the guest (a hung boot, as a hardware watchdog would)"));
-                child.kill().ok();
-                child.wait().ok();
-                break None;
-            }
             if seconds_to_verdict.is_none() {
-                let console = read_from(&console_log, console_start);
-                if console.contains(boot::HEALTHY_MARK) || console.contains(boot::RED_MARK) {
+                let len = std::fs::metadata(&console_log).map(|meta| meta.len()).unwrap_or(console_len);
+                let printed = len != console_len;
+                if printed {
+                    console_len = len;
+                    last_output = Instant::now();
+                }
+                // The console is read again only when it grew.
+                let verdict = if printed { boot::verdict(&read_from(&console_log, console_start)) } else { None };
+                if let Some(verdict) = verdict {
                     // Recorded at once, as greenboot writes grubenv during
                     // the boot: a guest destroyed later keeps its verdict.
                     let seconds = started.elapsed().as_secs_f64();
                     seconds_to_verdict = Some(seconds);
-                    let verdict = boot::verdict(&console);
                     boot::record(&choice, verdict, &mut counter);
                     save_counter(dir, &counter)?;
                     append_boot(dir, &boot_record(&choice, Some(verdict), started_unix, seconds, accel))?;
-                } else if started.elapsed() > timeout {
-                    log(&format!("no health verdict within {timeout:?}: stopping the guest"));
+                } else if let Some(why) =
+                    no_verdict_yet(started.elapsed(), timeout, console_len > console_start, last_output.elapsed())
+                {
+                    log(&format!("{why}: stopping the guest"));
                     child.kill().ok();
                     child.wait().ok();
                     break None;
@@ -123,12 +118,12 @@ pub fn run(dir: &Path, accel: Accel) -> anyhow::Result<()> {
         let verdict = boot::verdict(&console);
         let seconds = started.elapsed().as_secs_f64();
         if seconds_to_verdict.is_none() {
-            boot::record(&choice, verdict, &mut counter);
+            boot::record(&choice, verdict.unwrap_or(Verdict::Unhealthy), &mut counter);
             save_counter(dir, &counter)?;
-            let seen = console.contains(boot::HEALTHY_MARK) || console.contains(boot::RED_MARK);
-            append_boot(dir, &boot_record(&choice, seen.then_some(verdict), started_unix, seconds, accel))?;
+            append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel))?;
         }
-        log(&format!("boot ended after {seconds:.1}s ({verdict:?}, qemu {status:?})"));
+        let verdict = verdict.map_or("no verdict".to_string(), |verdict| format!("{verdict:?}"));
+        log(&format!("boot ended after {seconds:.1}s ({verdict}, qemu {status:?})"));
 
         if console.contains(boot::POWER_OFF_MARK) {
             log("the guest powered off");
@@ -201,17 +196,21 @@ fn set_qemu_pid(dir: &Path, pid: Option<u32>) -> anyhow::Result<()> {
 /// healthy guest that keeps running is on record), or when a boot ends
 /// without one.
 /// A boot that printed nothing at all this long after qemu started hangs
-/// before or in the kernel (seen under TCG: about one boot in twenty).
+/// before or in the kernel (seen under TCG: about one boot in thirty).
 const SILENT_START: Duration = Duration::from_secs(120);
 /// A boot whose console stayed silent this long before a verdict hangs.
 const SILENT_GAP: Duration = Duration::from_secs(300);
 
-/// Why a boot without a verdict yet counts as hung, if it does.
-fn hung(running: Duration, printed: bool, silent: Duration) -> Option<String> {
-    if !printed && running > SILENT_START {
-        return Some(format!("nothing on the console {}s after the start", running.as_secs()));
+/// Why a boot without a health verdict yet is stopped, if it is: it ran
+/// past `timeout`, or it hangs (silent), as a hardware watchdog would reset it.
+fn no_verdict_yet(running: Duration, timeout: Duration, printed: bool, silent: Duration) -> Option<String> {
+    if running > timeout {
+        return Some(format!("no health verdict within {timeout:?}"));
     }
-    (silent > SILENT_GAP).then(|| format!("the console has been silent for {}s", silent.as_secs()))
+    if !printed && running > SILENT_START {
+        return Some(format!("hung: nothing on the console {}s after the start", running.as_secs()));
+    }
+    (silent > SILENT_GAP).then(|| format!("hung: the console has been silent for {}s", silent.as_secs()))
 }
 
 /// The record of a boot; `verdict` is `None` when the guest printed none
@@ -263,11 +262,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_silent_boot_counts_as_hung() {
+    fn a_silent_or_overlong_boot_is_stopped() {
         let secs = Duration::from_secs;
-        assert_eq!(hung(secs(60), false, secs(60)), None);
-        assert!(hung(secs(121), false, secs(121)).unwrap().contains("nothing on the console"));
-        assert_eq!(hung(secs(280), true, secs(200)), None);
-        assert!(hung(secs(500), true, secs(301)).unwrap().contains("silent for 301s"));
+        let timeout = secs(600);
+        assert_eq!(no_verdict_yet(secs(60), timeout, false, secs(60)), None);
+        assert!(no_verdict_yet(secs(121), timeout, false, secs(121)).unwrap().contains("nothing on the console"));
+        assert_eq!(no_verdict_yet(secs(280), timeout, true, secs(200)), None);
+        assert!(no_verdict_yet(secs(500), timeout, true, secs(301)).unwrap().contains("silent for 301s"));
+        assert!(no_verdict_yet(secs(601), timeout, true, secs(10)).unwrap().contains("no health verdict within"));
     }
 }

@@ -11,6 +11,8 @@
 
 #[path = "support/demo_lab.rs"]
 mod demo_lab;
+#[path = "support/manifest.rs"]
+mod manifest;
 
 use std::{
     path::{Path, PathBuf},
@@ -23,9 +25,8 @@ use edgelab::{
     cli::{Global, Session, guest_libvirt},
     graph::{Stage, StageId, StageKind},
     guests::libvirt::{self, InstallWait, UpAction},
-    key::{Facts, Preimage},
     lab::{Backend, Lab},
-    store::{LockWait, Manifest, Store},
+    store::{LockWait, Store},
 };
 use expect_test::{Expect, expect};
 
@@ -376,18 +377,7 @@ impl World {
             tools: vec![],
             deps: Default::default(),
         };
-        let preimage = Preimage::of(&stage, &Facts::default(), Default::default());
-        let manifest = Manifest {
-            stage: stage.id.to_string(),
-            kind: stage.id.kind,
-            key: preimage.key(),
-            preimage,
-            output_digest: format!("sha256:{}", "0".repeat(64)),
-            content_digest: String::new(),
-            created_unix: 0,
-            duration_ms: 1,
-            extra: serde_json::json!({ "iso": format!("{name}.iso") }),
-        };
+        let manifest = manifest::manifest_for(&stage, serde_json::json!({ "iso": format!("{name}.iso") }));
         let lock = self.store.lock(LockWait::NoWait).unwrap();
         let scratch = self.store.begin(&lock, &stage.id).unwrap();
         std::fs::write(scratch.out.join(format!("{name}.iso")), "not really an ISO").unwrap();

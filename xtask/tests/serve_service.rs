@@ -2,6 +2,9 @@
 //! stop) and `cargo xtask serve`'s image preparation (safe extraction of a
 //! compose artifact), with real programs: edgelab-serve, ostree, ureq.
 
+#[path = "support/manifest.rs"]
+mod manifest;
+
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::Path,
@@ -10,8 +13,8 @@ use std::{
 
 use edgelab::{
     cli::serve::{extract_image, extract_tarball},
-    graph::{StageId, StageKind},
-    key::Preimage,
+    graph::{Stage, StageId, StageKind},
+    lab::Backend,
     services::{self, Ensured, file_server},
     store::{LockWait, Manifest, Store},
     tools,
@@ -164,30 +167,20 @@ fn hostile_tarballs_are_refused() {
 }
 
 fn publish_compose(store: &Store, image: &str, commit: &str, write_tarball: impl FnOnce(&Path)) {
-    let stage = StageId::new(StageKind::Compose, image);
-    let lock = store.lock(LockWait::Wait).unwrap();
-    let scratch = store.begin(&lock, &stage).unwrap();
-    write_tarball(&scratch.out.join(format!("{image}-commit.tar")));
-    // The store accepts only a key that is its preimage's hash.
-    let preimage = Preimage {
-        kind: StageKind::Compose,
+    let stage = Stage {
+        id: StageId::new(StageKind::Compose, image),
         schema: 1,
+        backend: Backend::Local,
         params: [("image".to_string(), serde_json::json!(image))].into_iter().collect(),
         files: Default::default(),
-        tools: Default::default(),
-        inputs: Default::default(),
+        tools: vec![],
+        deps: Default::default(),
     };
-    let manifest = Manifest {
-        stage: format!("compose {image}"),
-        kind: StageKind::Compose,
-        key: preimage.key(),
-        preimage,
-        output_digest: commit.to_string(),
-        content_digest: String::new(),
-        created_unix: 0,
-        duration_ms: 0,
-        extra: serde_json::Value::Null,
-    };
+    let lock = store.lock(LockWait::Wait).unwrap();
+    let scratch = store.begin(&lock, &stage.id).unwrap();
+    write_tarball(&scratch.out.join(format!("{image}-commit.tar")));
+    let manifest =
+        Manifest { output_digest: commit.to_string(), ..manifest::manifest_for(&stage, serde_json::Value::Null) };
     store.publish(&lock, scratch, manifest).unwrap();
 }
 

@@ -2,6 +2,9 @@
 //! lookup, what counts as a valid artifact, leftovers of crashed writers,
 //! the writers' lock, `gc` and `verify`.
 
+#[path = "support/manifest.rs"]
+mod manifest;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
@@ -11,7 +14,7 @@ use std::{
 
 use edgelab::{
     graph::{Graph, Stage, StageId, StageKind},
-    key::{Facts, Key, Preimage},
+    key::{Facts, Key},
     lab::Backend,
     plan::{self, Status},
     store::{LockWait, Manifest, Store, StoreError},
@@ -33,18 +36,7 @@ fn stage(name: &str, version: u32) -> Stage {
 }
 
 fn manifest_of(stage: &Stage) -> Manifest {
-    let preimage = Preimage::of(stage, &Facts::default(), BTreeMap::new());
-    Manifest {
-        stage: stage.id.to_string(),
-        kind: stage.id.kind,
-        key: preimage.key(),
-        preimage,
-        output_digest: format!("sha256:{}", "0".repeat(64)),
-        content_digest: String::new(),
-        created_unix: 0,
-        duration_ms: 1,
-        extra: json!({}),
-    }
+    manifest::manifest_for(stage, json!({}))
 }
 
 /// Builds and publishes `stage` with a few files; returns its key.

@@ -6,18 +6,14 @@
 //! and the store (store/) keeps the results. Only tools/ starts processes.
 //! ARCHITECTURE.md at the repository root has the map.
 
-pub mod blueprint;
+pub use edgelab_core::{blueprint, diag, graph, key, lab, plan};
+
 pub mod cli;
 pub mod compose;
 pub mod demo;
-pub mod diag;
 pub mod facts;
-pub mod graph;
 pub mod guests;
 pub mod hash;
-pub mod key;
-pub mod lab;
-pub mod plan;
 pub mod progress;
 pub mod runner;
 pub mod services;

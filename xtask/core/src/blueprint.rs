@@ -564,7 +564,7 @@ mod tests {
     #[test]
     fn the_demo_blueprint_parses() {
         let text =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/blueprints/RFE.toml")).unwrap();
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../guest/blueprints/RFE.toml")).unwrap();
         let blueprint = parse_blueprint("RFE.toml", &text).unwrap();
         assert_eq!(blueprint.name, "RFE");
         assert_eq!(blueprint.version, "0.0.1");

@@ -687,14 +687,6 @@ disabled = ["sshd"]
     }
 
     #[test]
-    fn miette_draws_a_caret() {
-        let err = parse_blueprint("RFE.toml", "name = \"RFE\"\nversion = \"x\"\n").unwrap_err();
-        let drawn = err.render();
-        assert!(drawn.contains("RFE.toml:2:11"), "{drawn}");
-        assert!(drawn.contains("not MAJOR.MINOR.PATCH"), "{drawn}");
-    }
-
-    #[test]
     fn crypt_hashes() {
         assert!(is_crypt_hash(
             "$6$edgelab$xv/z29/M.jusV28dP6K0JGwJWukWc4HWTYlhn2qM9rBJjLtkKsocoNQJ4wqyBxKsxQ6dgsmApHHN8o/.tDa/U1"

@@ -72,16 +72,6 @@ impl Diagnostics {
         }
         out
     }
-
-    /// The plain lines, then miette's drawing with a caret under each span.
-    pub fn render(&self) -> String {
-        let mut drawn = String::new();
-        let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
-        if handler.render_report(&mut drawn, self).is_err() {
-            drawn.clear();
-        }
-        format!("{}{drawn}", self.to_plain())
-    }
 }
 
 /// 1-based line and column of a byte offset.

@@ -125,3 +125,26 @@ impl Session {
 fn rhel_world_available() -> bool {
     Path::new("/run/weldr/api.socket").exists() && crate::tools::which("virt-install").is_some()
 }
+
+/// A diagnostic's plain lines, then miette's drawing with a caret under each
+/// span (the drawing lives here, not in the core, which draws nothing).
+pub fn render_diagnostics(diagnostics: &crate::diag::Diagnostics) -> String {
+    let mut drawn = String::new();
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    if handler.render_report(&mut drawn, diagnostics).is_err() {
+        drawn.clear();
+    }
+    format!("{}{drawn}", diagnostics.to_plain())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn miette_draws_a_caret() {
+        let err = crate::blueprint::parse_blueprint("RFE.toml", "name = \"RFE\"\nversion = \"x\"\n").unwrap_err();
+        let drawn = super::render_diagnostics(&err);
+        assert!(drawn.contains("RFE.toml:2:11"), "{drawn}");
+        assert!(drawn.contains("not MAJOR.MINOR.PATCH"), "{drawn}");
+        assert!(drawn.contains('^') || drawn.contains('─'), "no caret drawn:\n{drawn}");
+    }
+}

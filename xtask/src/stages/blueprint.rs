@@ -18,7 +18,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let text = std::fs::read_to_string(&lab_blueprint.file)
         .with_context(|| format!("reading blueprint {}", lab_blueprint.file.display()))?;
     let file_name = ctx.lab.display_path(&lab_blueprint.file).into_owned();
-    let parsed = blueprint::parse_blueprint(&file_name, &text).map_err(|err| anyhow::anyhow!("{}", err.render()))?;
+    let parsed = blueprint::parse_blueprint(&file_name, &text)
+        .map_err(|err| anyhow::anyhow!("{}", crate::cli::render_diagnostics(&err)))?;
     write_normalised(ctx, &parsed)?;
     Ok(StageOutput {
         output_digest: super::digest_out(&ctx.out)?,

@@ -50,6 +50,18 @@ impl Progress {
         }
     }
 
+    /// A line that stays on screen (what was installed, a warning): printed
+    /// above the spinner on a terminal, where a `note` would be replaced.
+    pub fn keep(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match &*self.spinner.lock().unwrap_or_else(|it| it.into_inner()) {
+            Some(spinner) => spinner.println(format!("    {text}")),
+            None => eprintln!("    {text}"),
+        }
+    }
+
     /// The stage ended, with a one-line outcome.
     pub fn finish(&self, outcome: &str) {
         if let Some(spinner) = self.spinner.lock().unwrap_or_else(|it| it.into_inner()).take() {

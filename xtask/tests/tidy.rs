@@ -97,3 +97,67 @@ fn code_is_formatted() {
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// The program names a wrapper in `xtask/src/tools/` starts or looks up
+/// literally: `Cmd::new("X")`, `require("X")`, `which("X")`,
+/// `netns_exec(.., "X")`.
+fn programs_started_in(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for opener in ["Cmd::new(\"", "require(\"", "which(\"", "netns_exec(netns, \""] {
+        let mut rest = text;
+        while let Some(at) = rest.find(opener) {
+            rest = &rest[at + opener.len()..];
+            if let Some(end) = rest.find('"') {
+                found.push(rest[..end].to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_program_a_wrapper_starts_is_declared() {
+    let root = project_root();
+    let mut undeclared = Vec::new();
+    let mut n_seen = 0;
+    for file in rust_files(&root.join("xtask/src/tools")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for program in programs_started_in(&text) {
+            n_seen += 1;
+            if edgelab::tools::packages::find(&program).is_none() {
+                let rel = file.strip_prefix(&root).unwrap().display().to_string();
+                undeclared.push(format!("{rel}: `{program}`"));
+            }
+        }
+    }
+    // The scan itself must see the wrappers' programs, or this proves nothing.
+    assert!(n_seen >= 40, "only {n_seen} program names found under xtask/src/tools/: is the scan broken?");
+    assert!(
+        undeclared.is_empty(),
+        "programs started but declared in no wrapper's PROGRAMS (the prereqs stage would not install them):\n{}",
+        undeclared.join("\n")
+    );
+}
+
+#[test]
+fn every_stage_tool_is_declared() {
+    let lab = edgelab::lab::parse_lab_file(&project_root().join("lab.kdl")).unwrap();
+    for rhel in [false, true] {
+        let lab = edgelab::graph::resolve_backends(&lab, rhel);
+        for stage in edgelab::graph::build(&lab).stages {
+            for tool in &stage.tools {
+                assert!(
+                    edgelab::tools::packages::find(tool).is_some(),
+                    "stage `{}` runs `{tool}`, which no wrapper declares",
+                    stage.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_scan_finds_what_a_wrapper_starts() {
+    let text = r#"super::require("figlet")?; Cmd::new("figlet").arg("x"); super::which("cowsay"); ip::netns_exec(netns, "qemu-system-x86_64")"#;
+    assert_eq!(programs_started_in(text), vec!["figlet", "figlet", "cowsay", "qemu-system-x86_64"]);
+}

@@ -206,13 +206,12 @@ pub fn build(lab: &Lab) -> Graph {
         tools: vec![],
         deps: BTreeMap::new(),
     });
-    let prereqs = StageId::new(StageKind::Prereqs, "host");
 
     for container in &lab.containers {
         // Builds may name a later build as their base; emit bases first.
         for build in ordered_builds(container) {
             let id = StageId::new(StageKind::Container, format!("{}-{}", container.name, build.name));
-            let mut deps = BTreeMap::from([("prereqs".to_string(), prereqs.clone())]);
+            let mut deps = BTreeMap::new();
             if let Some(from) = &build.from {
                 deps.insert("base".into(), StageId::new(StageKind::Container, format!("{}-{from}", container.name)));
             }
@@ -280,10 +279,8 @@ pub fn build(lab: &Lab) -> Graph {
     }
 
     for image in ordered_images(lab) {
-        let mut deps = BTreeMap::from([
-            ("blueprint".to_string(), StageId::new(StageKind::Blueprint, image.blueprint.clone())),
-            ("prereqs".to_string(), prereqs.clone()),
-        ]);
+        let mut deps =
+            BTreeMap::from([("blueprint".to_string(), StageId::new(StageKind::Blueprint, image.blueprint.clone()))]);
         if let Some(parent) = &image.parent {
             deps.insert("parent".into(), StageId::new(StageKind::Compose, parent.clone()));
         }
@@ -312,7 +309,10 @@ pub fn build(lab: &Lab) -> Graph {
                 ("package-map", json!(package_map)),
             ]),
             files: BTreeMap::new(),
-            tools: vec![],
+            tools: match compose_backend {
+                Backend::Rhel => vec![],
+                Backend::Local | Backend::Auto => vec!["mmdebstrap", "ostree", "chroot", "unshare"],
+            },
             deps,
         });
     }
@@ -364,7 +364,19 @@ pub fn build(lab: &Lab) -> Graph {
                 ("ref", json!(lab.image(&lab.kickstart.image).map(|image| image.ostree_ref.clone()))),
             ]),
             files: kickstart_files(lab),
-            tools: vec![],
+            // Rendered files are validated with the real tools; `systemd-analyze
+            // verify` needs the podman the units start, keepalived's check a
+            // private network namespace with the guest's interface.
+            tools: vec![
+                "ksvalidator",
+                "keepalived",
+                "unshare",
+                "ip",
+                "systemd-analyze",
+                "podman",
+                "bash",
+                "shellcheck",
+            ],
             deps: BTreeMap::new(),
         });
         // The RHEL world boots guests from remastered ISOs; the local world
@@ -386,7 +398,7 @@ pub fn build(lab: &Lab) -> Graph {
                             format!("boot ISO {}", file_label(&boot_iso.file)),
                             boot_iso.file.clone(),
                         )]),
-                        tools: vec!["xorriso", "mtools"],
+                        tools: vec!["xorriso", "mcopy", "mtype", "implantisomd5"],
                         deps: BTreeMap::from([("kickstart".into(), kickstart.clone())]),
                     });
                 }
@@ -408,7 +420,7 @@ pub fn build(lab: &Lab) -> Graph {
                     ("guest files local/bin/".to_string(), lab.root.join("guest/local/bin")),
                     ("guest files local/units/".to_string(), lab.root.join("guest/local/units")),
                 ]),
-                tools: vec!["ostree", "mkfs.ext4", "systemctl"],
+                tools: vec!["ostree", "mkfs.ext4", "systemctl", "chroot", "unshare"],
                 deps: BTreeMap::from([
                     ("kickstart".into(), kickstart),
                     ("repo".into(), StageId::new(StageKind::Repo, "served")),

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 
 use super::{Global, Session};
 use crate::{
-    graph::StageId,
+    graph::{StageId, StageKind},
     plan::{self, Plan},
     progress::Progress,
     runner, stages,
@@ -34,6 +34,18 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
         wanted.push(id);
     }
     let lock = session.store.lock(global.lock_wait())?;
+    let progress = Progress::new(global.quiet);
+    // The host's prerequisites before anything else: the network and every
+    // other stage run programs this stage installs.
+    let prereqs = StageId::new(StageKind::Prereqs, "host");
+    let facts = session.facts()?;
+    let mut summary =
+        runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &[prereqs.clone()], &progress);
+    if summary.failed() {
+        print!("{}", summary.render());
+        bail!("the host's prerequisites are not all installed (see above); nothing else ran");
+    }
+    // Facts again: the identities of the tools just installed go into keys.
     let facts = session.facts()?;
     // Local world: the lab network first, so the services the stages start
     // (the registry for pushes) live inside it.
@@ -42,8 +54,11 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
         crate::guests::netns::up(&session.store, &segment)
             .with_context(|| format!("bringing up the lab network (namespace {netns})"))?;
     }
-    let progress = Progress::new(global.quiet);
-    let summary = runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &wanted, &progress);
+    if wanted.is_empty() {
+        wanted = session.graph.stages.iter().map(|stage| stage.id.clone()).filter(|id| *id != prereqs).collect();
+    }
+    let rest = runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &wanted, &progress);
+    summary.reports.extend(rest.reports.into_iter().filter(|report| report.stage != prereqs));
     print!("{}", summary.render());
     if summary.failed() {
         bail!("some stages failed (see above)");

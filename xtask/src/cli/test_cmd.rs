@@ -1,74 +1,47 @@
 //! `cargo xtask test`: installs what the tests need (only what is missing)
 //! and runs tiers 1 and 2 (`cargo test --workspace`).
+//!
+//! What the tests need is derived, not listed: every program the demo lab
+//! needs in the local world (`stages::prereqs::required_programs`, from the
+//! stages' declared tools), the RHEL world's boot-media tools (the ISO
+//! tests remaster a synthetic ISO here), the benchmarks' and file-server
+//! tests' clients, and the programs only tests run (`packages::TEST_ONLY`).
 
-use crate::tools::{self, apt::PackageManager};
+use std::collections::BTreeSet;
 
-/// Programs the tier 1 and 2 tests run for real.
-pub const TEST_PROGRAMS: &[&str] = &[
-    "podman",
-    "docker-registry",
-    "ostree",
-    "xorriso",
-    "mcopy",
-    "mformat",
-    "implantisomd5",
-    "checkisomd5",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "keepalived",
-    "mmdebstrap",
-    "mkfs.ext4",
-    "debugfs",
-    "e2fsck",
-    "chattr",
-    "unshare",
-    "ip",
-    "systemd-analyze",
-    "shellcheck",
-    "figlet",
-    "cowsay",
-    "dot",
-    "curl",
-    "wrk",
-];
+use anyhow::Context;
+
+use crate::{
+    graph,
+    progress::Progress,
+    stages::prereqs,
+    tools::{self, packages},
+};
+
+/// Programs the tests run beyond the demo lab's own: the ISO stage's (the
+/// RHEL world's boot media, tested with a synthetic ISO), graphviz for
+/// `graph --format svg`, wrk for the file server's load tests.
+const TESTED_BEYOND_THE_LAB: &[&str] =
+    &["xorriso", "mcopy", "mtype", "mformat", "implantisomd5", "checkisomd5", "dot", "wrk"];
+
+/// Every program the tier 1 and 2 tests run for real.
+pub fn test_programs() -> anyhow::Result<BTreeSet<&'static str>> {
+    let lab_file = super::project_root().join("lab.kdl");
+    let lab = crate::lab::parse_lab_file(&lab_file).map_err(|err| anyhow::anyhow!("{}", err.to_plain()))?;
+    let lab = graph::resolve_backends(&lab, false);
+    let lab = graph::resolve_network(&lab, None).map_err(|err| anyhow::anyhow!("{}: {err}", lab_file.display()))?;
+    let mut programs = prereqs::required_programs(&lab);
+    programs.extend(TESTED_BEYOND_THE_LAB);
+    programs.extend(packages::TEST_ONLY.iter().map(|program| program.name));
+    Ok(programs)
+}
 
 pub fn run(extra_args: &[String]) -> anyhow::Result<()> {
-    install_missing(TEST_PROGRAMS)?;
-    if tools::which("ksvalidator").is_none() {
-        eprintln!("installing pykickstart (ksvalidator) with pip");
-        tools::pip::install(&["pykickstart"])?;
-    }
+    let programs = test_programs()?;
+    prereqs::ensure_programs(&programs, &Progress::new(false)).context("installing what the tests need")?;
     let status = tools::cargo::test_workspace(extra_args)?;
     if !status.success() {
         anyhow::bail!("tests failed");
     }
     Ok(())
-}
-
-/// Installs the packages of the programs in `programs` that are missing.
-pub fn install_missing(programs: &[&str]) -> anyhow::Result<()> {
-    let missing: Vec<&str> = programs.iter().copied().filter(|program| tools::which(program).is_none()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let Some(manager) = PackageManager::detect() else {
-        anyhow::bail!("missing programs {}: no apt-get or dnf here to install them", missing.join(", "));
-    };
-    let packages: std::collections::BTreeSet<&str> = missing
-        .iter()
-        .filter_map(|program| match manager {
-            PackageManager::Apt => tools::packages::debian_package(program),
-            PackageManager::Dnf => tools::packages::rhel_package(program),
-        })
-        .collect();
-    let packages: Vec<&str> = packages.into_iter().collect();
-    if !tools::apt::is_root() {
-        anyhow::bail!(
-            "missing programs {}; install them with:\n  sudo {}",
-            missing.join(", "),
-            manager.install_command(&packages)
-        );
-    }
-    eprintln!("installing test prerequisites: {}", packages.join(" "));
-    manager.install(&packages)
 }

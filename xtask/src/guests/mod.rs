@@ -74,6 +74,21 @@ pub struct BootRecord {
 /// Default seconds a boot gets to report its health (TCG boots take 30-40 s).
 pub const DEFAULT_BOOT_TIMEOUT_S: u64 = 600;
 
+/// The programs the lab's guests and their network run (for the prereqs
+/// stage): qemu with debugfs and e2fsck for the launcher, ip for the lab's
+/// namespace, bridge and taps; virt-install and virsh in the RHEL world.
+pub fn programs(lab: &Lab) -> Vec<&'static str> {
+    if lab.guests.is_empty() {
+        return Vec::new();
+    }
+    match lab.backends.for_guests() {
+        crate::lab::Backend::Rhel => vec!["virt-install", "virsh"],
+        crate::lab::Backend::Local | crate::lab::Backend::Auto => {
+            vec!["qemu-system-x86_64", "debugfs", "e2fsck", "ip", "unshare"]
+        }
+    }
+}
+
 /// A guest's run folder.
 pub fn guest_dir(store: &Store, name: &str) -> anyhow::Result<PathBuf> {
     Ok(store.run_dir(&format!("guests/{name}"))?)

@@ -97,6 +97,20 @@ impl Ensured {
 /// Makes sure `service` is up for `lab`: starts it, or restarts it if it died.
 /// In the local world with guests the service runs inside the lab's network
 /// namespace (brought up first), bound to the lab host's address there.
+/// The programs the lab's services run (for the prereqs stage): the
+/// registry's, when the lab has container apps, and cargo, which builds the
+/// file server, when it has images.
+pub fn programs(lab: &Lab) -> Vec<&'static str> {
+    let mut programs = Vec::new();
+    if !lab.containers.is_empty() {
+        programs.extend(registry::programs(lab));
+    }
+    if !lab.images.is_empty() {
+        programs.push("cargo");
+    }
+    programs
+}
+
 pub fn ensure(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<Ensured> {
     crate::guests::netns::in_lab(lab, store, || match service {
         Service::Registry => registry::ensure(lab, store),

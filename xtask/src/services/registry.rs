@@ -67,6 +67,14 @@ pub fn public_address(lab: &Lab) -> SocketAddr {
 
 /// Starts the registry for `lab` unless it runs, and writes the insecure
 /// drop-in when the lab says so.
+/// The programs the registry runs in the lab's world.
+pub fn programs(lab: &Lab) -> Vec<&'static str> {
+    match lab.backends.for_registry() {
+        Backend::Rhel => vec!["podman", "systemctl"],
+        Backend::Local | Backend::Auto => vec!["docker-registry"],
+    }
+}
+
 pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
     if lab.registry.insecure {
         write_insecure_dropin(&registries_conf_dir(), public_address(lab))?;

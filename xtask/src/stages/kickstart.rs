@@ -72,7 +72,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let kickstart_path = ctx.out.join(&kickstart_name);
     std::fs::write(&kickstart_path, &kickstart)?;
 
-    let validated = validate(ctx, &kickstart_path, &files_out, &files)?;
+    let validated = validate(&kickstart_path, &files_out, &files)?;
     Ok(StageOutput {
         output_digest: super::digest_out(&ctx.out)?,
         extra: json!({
@@ -307,36 +307,16 @@ fn post_heredocs(files: &[GuestFile]) -> anyhow::Result<String> {
     Ok(out.trim_end().to_string())
 }
 
-/// Runs every validator this host has on what was rendered; returns their
-/// names. Tests require all of them; a build uses what exists and says what
-/// it skipped.
-fn validate(
-    ctx: &StageCtx,
-    kickstart: &Path,
-    files_out: &Path,
-    files: &[GuestFile],
-) -> anyhow::Result<Vec<&'static str>> {
-    let mut validated = Vec::new();
-    let mut skipped = Vec::new();
-    if tools::ksvalidator::available() {
-        tools::ksvalidator::validate(kickstart)?;
-        validated.push("ksvalidator");
-    } else {
-        skipped.push(tools::ksvalidator::INSTALL_HINT.to_string());
-    }
-    if tools::which("keepalived").is_some() && tools::which("unshare").is_some() {
-        tools::keepalived::config_test(&files_out.join("etc/keepalived/keepalived.conf"), GUEST_INTERFACE)?;
-        validated.push("keepalived");
-    } else {
-        skipped.push(tools::packages::missing_message("keepalived"));
-    }
+/// Runs every validator on what was rendered; returns their names.
+fn validate(kickstart: &Path, files_out: &Path, files: &[GuestFile]) -> anyhow::Result<Vec<&'static str>> {
+    // Every validator is required: the prereqs stage installs them all
+    // (they are this stage's declared tools), so a missing one is an error
+    // with its install hint, never a silently unvalidated kickstart.
+    tools::ksvalidator::validate(kickstart)?;
+    tools::keepalived::config_test(&files_out.join("etc/keepalived/keepalived.conf"), GUEST_INTERFACE)?;
     // The units run /usr/bin/podman, which verify insists on finding here.
-    if tools::which("systemd-analyze").is_some() && Path::new("/usr/bin/podman").exists() {
-        verify_units(files_out, files)?;
-        validated.push("systemd-analyze");
-    } else {
-        skipped.push("`systemd-analyze verify` needs systemd-analyze and /usr/bin/podman".to_string());
-    }
+    tools::require("podman")?;
+    verify_units(files_out, files)?;
     let scripts: Vec<PathBuf> = files
         .iter()
         .filter(|file| file.destination.ends_with(".sh"))
@@ -345,16 +325,8 @@ fn validate(
     for script in &scripts {
         tools::bash::syntax_check(script)?;
     }
-    validated.push("bash -n");
-    if tools::which("shellcheck").is_some() {
-        tools::shellcheck::check(&scripts)?;
-        validated.push("shellcheck");
-    } else {
-        skipped.push(tools::packages::missing_message("shellcheck"));
-    }
-    for reason in skipped {
-        ctx.progress.note(&format!("not validated: {reason}"));
-    }
+    tools::shellcheck::check(&scripts)?;
+    let validated = vec!["ksvalidator", "keepalived", "systemd-analyze", "bash -n", "shellcheck"];
     Ok(validated)
 }
 

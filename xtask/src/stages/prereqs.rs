@@ -1,6 +1,14 @@
-//! The `prereqs` stage: the host programs the lab's backends need, checked
-//! and, when run as root, installed with the host's package manager after
-//! saying what will be installed. Without root it prints the exact command.
+//! The `prereqs` stage: the host programs the lab needs, derived from what
+//! runs: every stage's declared tools (from the graph), the programs of the
+//! lab's services, and those of its guests and network. Each program's
+//! packages come from its wrapper's declaration (`tools::packages`), so there
+//! is no second list. What is missing is installed in one package-manager
+//! transaction (and PyPI programs into edgelab's venv) after saying what
+//! will be installed, when run as root; without root it prints the exact
+//! command. `lab up` runs this stage before anything else, network included.
+//!
+//! No other stage's key depends on this one: the identity of each tool a
+//! stage runs is in that stage's own key, and nothing else about the host is.
 
 use std::collections::BTreeSet;
 
@@ -9,43 +17,24 @@ use serde_json::json;
 
 use super::{StageCtx, StageOutput};
 use crate::{
-    lab::{Backend, Lab},
-    tools::{self, packages},
+    graph,
+    lab::Lab,
+    progress::Progress,
+    tools::{self, apt::PackageManager, packages, pip},
 };
 
 /// The programs `lab` needs on this host, for its resolved backends.
 pub fn required_programs(lab: &Lab) -> BTreeSet<&'static str> {
-    let mut programs = BTreeSet::new();
-    if !lab.containers.is_empty() {
-        programs.insert("podman");
-        if lab.backends.for_registry() != Backend::Rhel {
-            programs.insert("docker-registry");
-        }
-    }
-    if !lab.images.is_empty() {
-        programs.insert("ostree");
-        if lab.backends.for_compose() != Backend::Rhel {
-            programs.insert("mmdebstrap");
-        }
-    }
-    match lab.backends.for_guests() {
-        _ if lab.guests.is_empty() => {}
-        Backend::Rhel => {
-            programs.extend(["virt-install", "virsh", "xorriso", "mcopy"]);
-        }
-        Backend::Local | Backend::Auto => {
-            programs.extend(["qemu-system-x86_64", "qemu-img", "mkfs.ext4", "debugfs", "ip"]);
-        }
-    }
+    let mut programs: BTreeSet<&'static str> =
+        graph::build(lab).stages.iter().flat_map(|stage| stage.tools.iter().copied()).collect();
+    programs.extend(crate::services::programs(lab));
+    programs.extend(crate::guests::programs(lab));
     programs
 }
 
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let programs = required_programs(ctx.lab);
-    let missing: Vec<&str> = programs.iter().copied().filter(|program| tools::which(program).is_none()).collect();
-    if !missing.is_empty() {
-        install(&missing, ctx)?;
-    }
+    let installed = ensure_programs(&programs, ctx.progress)?;
     let found: Vec<String> = programs
         .iter()
         .map(|program| {
@@ -53,51 +42,102 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         })
         .collect();
     std::fs::write(ctx.out.join("programs.txt"), found.join("\n") + "\n")?;
-    Ok(StageOutput { output_digest: super::digest_out(&ctx.out)?, extra: json!({ "programs": found }) })
+    Ok(StageOutput {
+        output_digest: super::digest_out(&ctx.out)?,
+        extra: json!({ "programs": found, "installed": installed }),
+    })
 }
 
 /// Still all there? (Someone may have removed a package since.)
 pub fn check_live(ctx: &StageCtx, _output_digest: &str) -> Result<(), String> {
-    let missing: Vec<&str> =
-        required_programs(ctx.lab).into_iter().filter(|program| tools::which(program).is_none()).collect();
+    let missing = missing(&required_programs(ctx.lab));
     match missing.is_empty() {
         true => Ok(()),
         false => Err(format!("no longer installed: {}", missing.join(", "))),
     }
 }
 
-fn install(missing: &[&str], ctx: &StageCtx) -> anyhow::Result<()> {
-    let manager = tools::apt::PackageManager::detect();
-    let names: BTreeSet<&str> = missing
-        .iter()
-        .filter_map(|program| match manager {
-            Some(tools::apt::PackageManager::Dnf) => packages::rhel_package(program),
-            _ => packages::debian_package(program),
-        })
-        .collect();
-    let unpackaged: Vec<&str> = missing
-        .iter()
-        .copied()
-        .filter(|program| match manager {
-            Some(tools::apt::PackageManager::Dnf) => packages::rhel_package(program).is_none(),
-            _ => packages::debian_package(program).is_none(),
-        })
-        .collect();
-    if !unpackaged.is_empty() {
+/// Installs what is missing of `programs`: their distribution packages in
+/// one transaction, then their PyPI packages into edgelab's venv. Returns
+/// the packages installed; fails with the exact command when not root.
+pub fn ensure_programs(programs: &BTreeSet<&str>, progress: &Progress) -> anyhow::Result<Vec<String>> {
+    let missing = missing(programs);
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let manager = PackageManager::detect();
+    let mut distro: BTreeSet<&str> = BTreeSet::new();
+    let mut from_pip: BTreeSet<&str> = BTreeSet::new();
+    let mut unavailable = Vec::new();
+    for program in &missing {
+        let package = match manager {
+            Some(PackageManager::Apt) => packages::debian_package(program),
+            Some(PackageManager::Dnf) => packages::rhel_package(program),
+            None => None,
+        };
+        match (package, packages::pip_package(program)) {
+            (Some(package), _) => {
+                distro.insert(package);
+            }
+            (None, Some(package)) => {
+                from_pip.insert(package);
+            }
+            (None, None) => unavailable.push(*program),
+        }
+    }
+    if !unavailable.is_empty() {
         bail!(
             "missing programs with no package on this host: {} (pin another backend in lab.kdl's `backends`)",
-            unpackaged.join(", ")
+            unavailable.iter().map(|program| packages::missing_message(program)).collect::<Vec<_>>().join("; ")
         );
     }
-    let names: Vec<&str> = names.into_iter().collect();
     let Some(manager) = manager else {
         bail!("missing programs: {}; no apt-get or dnf here to install them", missing.join(", "));
     };
-    let command = manager.install_command(&names);
-    if !tools::apt::is_root() {
-        bail!("missing programs: {}; install them with:\n  sudo {command}", missing.join(", "));
+    if !from_pip.is_empty() && !pip::venv_ready() {
+        // Debian keeps venv (with ensurepip) out of python3 itself.
+        distro.insert(match manager {
+            PackageManager::Apt => "python3-venv",
+            PackageManager::Dnf => "python3",
+        });
     }
-    ctx.progress.note(&format!("installing {} (missing: {})", names.join(" "), missing.join(", ")));
-    eprintln!("edgelab will install: {}  ({command})", names.join(" "));
-    manager.install(&names)
+    let distro: Vec<&str> = distro.into_iter().collect();
+    let from_pip: Vec<&str> = from_pip.into_iter().collect();
+    if !tools::apt::is_root() {
+        let mut how = vec![format!("sudo {}", manager.install_command(&distro))];
+        if !from_pip.is_empty() {
+            how.push(format!("{}/bin/pip install {}", pip::venv_dir().display(), from_pip.join(" ")));
+        }
+        bail!("missing programs: {}; install them with:\n  {}", missing.join(", "), how.join("\n  "));
+    }
+    let mut installed: Vec<String> = Vec::new();
+    if !distro.is_empty() {
+        progress.keep(&format!(
+            "installing {} for {} (`{}`)",
+            distro.join(" "),
+            missing.join(", "),
+            manager.install_command(&distro)
+        ));
+        for realigned in manager.install(&distro)? {
+            progress.keep(&format!(
+                "replaced {} {} (not from this host's apt sources) with the archive's {}",
+                realigned.package, realigned.installed, realigned.archive
+            ));
+        }
+        installed.extend(distro.iter().map(|it| it.to_string()));
+    }
+    if !from_pip.is_empty() {
+        progress.keep(&format!("installing {} from PyPI into {}", from_pip.join(" "), pip::venv_dir().display()));
+        pip::install(&from_pip)?;
+        installed.extend(from_pip.iter().map(|it| format!("pip:{it}")));
+    }
+    let still = self::missing(programs);
+    if !still.is_empty() {
+        bail!("installed {} but still not found: {}", installed.join(" "), still.join(", "));
+    }
+    Ok(installed)
+}
+
+fn missing<'a>(programs: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    programs.iter().copied().filter(|program| tools::which(program).is_none()).collect()
 }

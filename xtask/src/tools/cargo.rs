@@ -9,7 +9,11 @@ use std::{
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "cargo", debian: Some("cargo"), rhel: Some("cargo"), pip: None, version_args: &["--version"] }];
 
 /// `cargo test --workspace [ARGS]` with output passed through.
 pub fn test_workspace(extra_args: &[String]) -> anyhow::Result<ExitStatus> {

@@ -12,7 +12,26 @@ use std::{
 
 use anyhow::Context;
 
-use super::{Cmd, Output};
+use super::{Cmd, Output, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[
+    Program {
+        name: "chroot",
+        debian: Some("coreutils"),
+        rhel: Some("coreutils"),
+        pip: None,
+        version_args: &["--version"],
+    },
+    Program {
+        name: "unshare",
+        debian: Some("util-linux"),
+        rhel: Some("util-linux"),
+        pip: None,
+        version_args: &["--version"],
+    },
+    Program { name: "sh", debian: Some("dash"), rhel: Some("bash"), pip: None, version_args: &[] },
+];
 
 /// A root filesystem commands run inside.
 #[derive(Debug, Clone)]

@@ -8,7 +8,13 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[
+    Program { name: "debugfs", debian: Some("e2fsprogs"), rhel: Some("e2fsprogs"), pip: None, version_args: &["-V"] },
+    Program { name: "e2fsck", debian: Some("e2fsprogs"), rhel: Some("e2fsprogs"), pip: None, version_args: &["-V"] },
+];
 
 /// One directory entry, from `ls -p`.
 #[derive(Debug, Clone, PartialEq, Eq)]

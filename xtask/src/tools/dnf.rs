@@ -1,6 +1,10 @@
 //! dnf: installing RHEL packages (`cargo xtask host setup`).
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "dnf", debian: None, rhel: Some("dnf"), pip: None, version_args: &["--version"] }];
 
 /// `dnf -y install PACKAGES...`, as a user could paste it.
 pub fn install_line(packages: &[String]) -> String {

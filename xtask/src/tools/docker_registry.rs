@@ -3,7 +3,16 @@
 
 use std::{net::SocketAddr, path::Path, process::Child};
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "docker-registry",
+    debian: Some("docker-registry"),
+    rhel: None,
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// The registry's config: filesystem storage under `storage`, deletes
 /// allowed (so a lost-data repair can be tested), listening on `listen`.

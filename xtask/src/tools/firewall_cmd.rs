@@ -2,7 +2,16 @@
 //! (`host setup`). Changes are permanent, then loaded with `--reload`, as
 //! the original setup scripts did.
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "firewall-cmd",
+    debian: Some("firewalld"),
+    rhel: Some("firewalld"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// What one `firewall-cmd` call does.
 #[derive(Debug, Clone, PartialEq, Eq)]

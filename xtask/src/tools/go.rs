@@ -10,7 +10,11 @@ use std::{
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "go", debian: Some("golang-go"), rhel: Some("golang"), pip: None, version_args: &["version"] }];
 
 /// Builds the single-file, dependency-free program `source` into
 /// `work_dir/NAME`, offline, with Go's caches inside `work_dir`.

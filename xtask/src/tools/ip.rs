@@ -11,8 +11,12 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::Cmd;
+use super::{Cmd, Program};
 use crate::lab::Ipv4Cidr;
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "ip", debian: Some("iproute2"), rhel: Some("iproute"), pip: None, version_args: &["-V"] }];
 
 /// The address and prefix of the default route's interface, as the original
 /// demo's `ip route get 8.8.8.8 | awk '{print $7}'` found it.

@@ -3,7 +3,13 @@
 
 use std::path::Path;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[
+    Program { name: "implantisomd5", debian: Some("isomd5sum"), rhel: Some("isomd5sum"), pip: None, version_args: &[] },
+    Program { name: "checkisomd5", debian: Some("isomd5sum"), rhel: Some("isomd5sum"), pip: None, version_args: &[] },
+];
 
 pub fn available() -> bool {
     super::which("implantisomd5").is_some()

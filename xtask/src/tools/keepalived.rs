@@ -6,7 +6,16 @@
 
 use std::path::Path;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "keepalived",
+    debian: Some("keepalived"),
+    rhel: Some("keepalived"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// Checks `config` as a guest whose VRRP interface is `interface` would.
 pub fn config_test(config: &Path, interface: &str) -> anyhow::Result<()> {

@@ -6,7 +6,16 @@ use std::path::Path;
 
 use anyhow::bail;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "ksvalidator",
+    debian: None,
+    rhel: Some("pykickstart"),
+    pip: Some("pykickstart"),
+    version_args: &[],
+}];
 
 /// The syntax version edgelab's kickstarts are written for.
 pub const SYNTAX: &str = "RHEL8";

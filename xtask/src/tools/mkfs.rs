@@ -5,7 +5,16 @@ use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "mkfs.ext4",
+    debian: Some("e2fsprogs"),
+    rhel: Some("e2fsprogs"),
+    pip: None,
+    version_args: &["-V"],
+}];
 
 /// Creates `image` as a sparse file of `size_bytes` holding an ext4 file
 /// system labelled `label` with the contents of `root`.

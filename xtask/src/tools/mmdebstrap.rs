@@ -9,7 +9,11 @@ use std::{
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "mmdebstrap", debian: Some("mmdebstrap"), rhel: None, pip: None, version_args: &["--version"] }];
 
 /// What to bootstrap.
 #[derive(Debug, Clone)]

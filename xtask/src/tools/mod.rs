@@ -58,6 +58,23 @@ use std::{
 
 use anyhow::{Context, bail};
 
+/// An external program a wrapper starts, and where a host gets it. Each
+/// wrapper declares its programs in a `PROGRAMS` const; `packages` gathers
+/// them for the prereqs stage and for install hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    pub name: &'static str,
+    /// The Debian package, when Debian has one.
+    pub debian: Option<&'static str>,
+    /// The RHEL package, when RHEL has one.
+    pub rhel: Option<&'static str>,
+    /// The PyPI package, for programs no Debian package provides; installed
+    /// into edgelab's own virtual environment (`tools::pip`).
+    pub pip: Option<&'static str>,
+    /// Arguments that print its version (for tool identities in keys).
+    pub version_args: &'static [&'static str],
+}
+
 /// A command line about to run.
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -204,7 +221,10 @@ impl Cmd {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
+        // Bare names resolve as `which` does (sbin, /usr/games and edgelab's
+        // venv included), so a program `require` found is the one that runs.
+        let resolved = self.program.to_str().filter(|name| !name.contains('/')).and_then(which);
+        let mut command = Command::new(resolved.as_deref().map(OsStr::new).unwrap_or(&self.program));
         command.args(&self.args);
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
@@ -233,8 +253,13 @@ pub fn which(program: &str) -> Option<PathBuf> {
     }
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     // Debian puts cowsay in /usr/games, which root's PATH often lacks.
+    // edgelab's own venv holds the programs that come from PyPI (`pip`).
     let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/games"].map(PathBuf::from);
-    std::env::split_paths(&path_var).chain(extra).map(|dir| dir.join(program)).find(|path| is_executable(path))
+    std::env::split_paths(&path_var)
+        .chain(extra)
+        .chain([pip::venv_dir().join("bin")])
+        .map(|dir| dir.join(program))
+        .find(|path| is_executable(path))
 }
 
 /// A tool's identity for keys: its name and the first line of its version

@@ -5,7 +5,14 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[
+    Program { name: "mcopy", debian: Some("mtools"), rhel: Some("mtools"), pip: None, version_args: &["--version"] },
+    Program { name: "mtype", debian: Some("mtools"), rhel: Some("mtools"), pip: None, version_args: &["--version"] },
+    Program { name: "mformat", debian: Some("mtools"), rhel: Some("mtools"), pip: None, version_args: &["--version"] },
+];
 
 /// The text of `path` (`::/EFI/BOOT/grub.cfg` style, without the `::`) in `image`.
 pub fn read_text(image: &Path, path: &str) -> anyhow::Result<String> {

@@ -10,7 +10,11 @@ use std::{
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "nginx", debian: Some("nginx-light"), rhel: Some("nginx"), pip: None, version_args: &["-v"] }];
 
 /// How the benchmark's nginx is set up.
 #[derive(Debug, Clone)]

@@ -1,6 +1,15 @@
 //! nmcli: the RHEL host's bridge the libvirt guests attach to (`host setup`).
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "nmcli",
+    debian: Some("network-manager"),
+    rhel: Some("NetworkManager"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// `nmcli connection add type bridge ifname NAME con-name NAME`.
 pub fn add_bridge_line(bridge: &str) -> String {

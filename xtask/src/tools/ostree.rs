@@ -9,7 +9,16 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "ostree",
+    debian: Some("ostree"),
+    rhel: Some("ostree"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// A repository's storage mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,16 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "podman",
+    debian: Some("podman"),
+    rhel: Some("podman"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// One `podman build`.
 #[derive(Debug, Clone)]

@@ -3,7 +3,16 @@
 
 use std::{net::SocketAddr, path::Path, process::Child};
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "python3",
+    debian: Some("python3"),
+    rhel: Some("python3"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// Serves `root` on `listen`; it logs every request on stderr, into `log`.
 pub fn spawn_http_server(root: &Path, listen: SocketAddr, log: &Path) -> anyhow::Result<Child> {

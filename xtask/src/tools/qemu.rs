@@ -15,7 +15,25 @@ use std::{
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[
+    Program {
+        name: "qemu-system-x86_64",
+        debian: Some("qemu-system-x86"),
+        rhel: Some("qemu-kvm"),
+        pip: None,
+        version_args: &["--version"],
+    },
+    Program {
+        name: "qemu-img",
+        debian: Some("qemu-utils"),
+        rhel: Some("qemu-img"),
+        pip: None,
+        version_args: &["--version"],
+    },
+];
 
 /// How qemu runs guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,15 @@
 //! systemctl: starting and stopping the RHEL world's services as units.
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "systemctl",
+    debian: Some("systemd"),
+    rhel: Some("systemd"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// `systemctl daemon-reload`, so a written unit is seen.
 pub fn daemon_reload() -> anyhow::Result<()> {

@@ -7,7 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "systemd-analyze",
+    debian: Some("systemd"),
+    rhel: Some("systemd"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// Which manager the units are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,16 @@
 //! Every call names the domain; nothing here lists domains, so a guest is
 //! always the one lab.kdl names, never "the first one `virsh list` shows".
 
-use super::{Cmd, Output, virt_install::CONNECT};
+use super::{Cmd, Output, Program, virt_install::CONNECT};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "virsh",
+    debian: Some("libvirt-clients"),
+    rhel: Some("libvirt-client"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// A domain's state as `virsh domstate` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]

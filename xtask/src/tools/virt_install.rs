@@ -9,7 +9,16 @@
 
 use std::path::Path;
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "virt-install",
+    debian: Some("virtinst"),
+    rhel: Some("virt-install"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// The libvirt connection every RHEL-world guest lives on.
 pub const CONNECT: &str = "qemu:///system";

@@ -9,7 +9,11 @@ use std::{path::Path, time::Duration};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] =
+    &[Program { name: "wrk", debian: Some("wrk"), rhel: None, pip: None, version_args: &["-v"] }];
 
 /// What one `wrk` run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::Cmd;
+use super::{Cmd, Program};
+
+/// The programs this wrapper starts, and the packages that provide them.
+pub const PROGRAMS: &[Program] = &[Program {
+    name: "xorriso",
+    debian: Some("xorriso"),
+    rhel: Some("xorriso"),
+    pip: None,
+    version_args: &["--version"],
+}];
 
 /// One file to put into the new image: `local` lands at `iso_path`.
 #[derive(Debug, Clone)]

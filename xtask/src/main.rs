@@ -37,15 +37,7 @@ enum Command {
     Host(HostCommand),
     /// Compose an image (`image v2 --parent`), show one (`image info v1`), or
     /// compare two (`image diff v1 v2`).
-    Image {
-        /// The image to compose, or `info` or `diff`.
-        name: String,
-        /// With `info`: the image to show; with `diff`: the two images.
-        images: Vec<String>,
-        /// Compose on the parent's commit (the lab must give the image a parent).
-        #[arg(long)]
-        parent: bool,
-    },
+    Image(ImageArgs),
     /// Measure and write JSON under bench/results/.
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -71,12 +63,46 @@ enum Command {
     /// Reset the guests to their pristine disks, bring the lab up and run every
     /// scenario in order, with a text and JSON report.
     E2e,
+    /// Shell completions for edgelab's commands, on stdout
+    /// (`cargo xtask completions bash > ~/.local/share/bash-completion/completions/xtask`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Install what the tests need and run them (tiers 1 and 2).
     Test {
         /// Passed to `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ImageArgs {
+    #[command(subcommand)]
+    command: Option<ImageCommand>,
+    /// The image to compose (short for `image compose NAME`).
+    name: Option<String>,
+    /// Compose on the parent's commit (the lab must give the image a parent).
+    #[arg(long)]
+    parent: bool,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Compose an image and what it needs (an image named like a subcommand
+    /// is composed this way).
+    Compose {
+        name: String,
+        /// Compose on the parent's commit (the lab must give the image a parent).
+        #[arg(long)]
+        parent: bool,
+    },
+    /// What a compose made: compose.json's fields, commit, parent, packages.
+    Info { name: String },
+    /// Packages added and removed between two images (`image diff v1 v2`).
+    Diff { old: String, new: String },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +115,10 @@ enum LabCommand {
         /// Replace these guests' disks with their newest install (local world).
         #[arg(long, value_name = "GUEST")]
         reinstall: Vec<String>,
+        /// Build and start the services, but leave the guests as they are
+        /// (not installed into run state, not started).
+        #[arg(long)]
+        no_guests: bool,
     },
     /// What would run, and why.
     Plan {
@@ -118,7 +148,8 @@ enum GuestCommand {
     Destroy { name: String },
     /// Start the guest (boots its disk as it was left).
     Start { name: String },
-    /// Run a shell command as root in the guest (local world: its check shell).
+    /// Run a command as root in the guest (local world: its check shell); the
+    /// words are passed as they are (`-- sh -c "a | b"` for a pipeline).
     Exec {
         name: String,
         /// Seconds to wait for the shell and the command.
@@ -180,7 +211,10 @@ fn main() {
         .init();
     let global = &args.global;
     let result = match &args.command {
-        Command::Lab(LabCommand::Up { only, reinstall }) => cli::lab_cmd::up(global, only, reinstall),
+        Command::Lab(LabCommand::Up { only, reinstall, no_guests }) => cli::lab_cmd::up(
+            global,
+            &cli::lab_cmd::UpOptions { only: only.clone(), reinstall: reinstall.clone(), guests: !no_guests },
+        ),
         Command::Lab(LabCommand::Plan { explain, json }) => cli::lab_cmd::plan_cmd(global, *explain, *json),
         Command::Lab(LabCommand::Status) => cli::lab_cmd::status(global),
         Command::Lab(LabCommand::Down) => cli::lab_cmd::down(global),
@@ -202,15 +236,13 @@ fn main() {
         Command::Container(ContainerCommand::Promote { app, build, tag }) => {
             cli::container::promote(global, app, build, tag)
         }
-        Command::Image { name, images, parent } => match (name.as_str(), images.as_slice()) {
-            ("info", [image]) => cli::image::info(global, image),
-            ("diff", [old, new]) => cli::image_diff::diff(global, old, new),
-            ("info", _) => Err(anyhow::anyhow!("say `image info NAME`")),
-            ("diff", _) => Err(anyhow::anyhow!("say `image diff OLD NEW`, e.g. `image diff v1 v2`")),
-            (name, []) => cli::image::compose(global, name, *parent),
-            (_, extra) => Err(anyhow::anyhow!(
-                "unexpected `{}`: say `image NAME [--parent]`, `image info NAME` or `image diff OLD NEW`",
-                extra.join(" ")
+        Command::Image(ImageArgs { command, name, parent }) => match (command, name) {
+            (Some(ImageCommand::Compose { name, parent }), _) => cli::image::compose(global, name, *parent),
+            (Some(ImageCommand::Info { name }), _) => cli::image::info(global, name),
+            (Some(ImageCommand::Diff { old, new }), _) => cli::image_diff::diff(global, old, new),
+            (None, Some(name)) => cli::image::compose(global, name, *parent),
+            (None, None) => Err(anyhow::anyhow!(
+                "say which image: `image NAME [--parent]`, `image info NAME` or `image diff OLD NEW`"
             )),
         },
         Command::Serve { image, dir, address, port } => {
@@ -224,6 +256,16 @@ fn main() {
             cli::host_setup::run(global, &options)
         }
         Command::Test { args } => cli::test_cmd::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into memory first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Args::command(), "xtask", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(err.into()),
+                _ => Ok(()),
+            }
+        }
         Command::Bench(bench) => cli::bench::run(global, bench),
     };
     if let Err(err) = result {

@@ -213,6 +213,19 @@ impl Summary {
             out.push('\n');
         }
         out.push_str(&format!("{n_ran} ran, {n_cached} cached, {n_other} not run\n"));
+        // The table shows a failure's first line; here is all of it (the
+        // tool's command line and the tail of its output).
+        for report in &self.reports {
+            if let Outcome::Failed(err) = &report.outcome
+                && err.lines().nth(1).is_some()
+            {
+                out.push_str(&format!(
+                    "\n{} failed:\n  {}\n",
+                    report.stage,
+                    err.lines().collect::<Vec<_>>().join("\n  ")
+                ));
+            }
+        }
         out
     }
 }

@@ -1,6 +1,7 @@
 //! Repository invariants, checked like any other behaviour: the demo lab
-//! parses, only `tools/` starts processes, ARCHITECTURE.md names every module,
-//! and the code is formatted.
+//! parses, only `tools/` starts processes and every program it starts is
+//! declared, the core crate stays pure, ARCHITECTURE.md names every module
+//! exactly once and repeats no heading, and the code is formatted.
 
 // Tests may start processes (`cargo fmt --check` here); the product may not.
 #![allow(clippy::disallowed_methods)]
@@ -33,7 +34,7 @@ fn demo_lab_parses() {
 fn only_tools_start_processes() {
     let root = project_root();
     let mut offenders = Vec::new();
-    for crate_src in ["xtask/src", "host/src"] {
+    for crate_src in ["xtask/src", "xtask/core/src", "host/src"] {
         for file in rust_files(&root.join(crate_src)) {
             let rel = file.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
             if rel.starts_with("xtask/src/tools/") {
@@ -51,12 +52,13 @@ fn only_tools_start_processes() {
     assert!(offenders.is_empty(), "processes started outside xtask/src/tools/:\n{}", offenders.join("\n"));
 }
 
-#[test]
-fn architecture_names_every_module() {
+/// Every module of the product crates, as ARCHITECTURE.md names it: the path
+/// relative to its crate's `src/` without `.rs` (`stages/prereqs`), or the
+/// folder with a slash for a `mod.rs` (`stages/`).
+fn module_names() -> Vec<(String, String)> {
     let root = project_root();
-    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
-    let mut missing = Vec::new();
-    for crate_src in ["xtask/src", "host/src"] {
+    let mut names = Vec::new();
+    for crate_src in ["xtask/src", "xtask/core/src", "host/src"] {
         for file in rust_files(&root.join(crate_src)) {
             let rel = file.strip_prefix(root.join(crate_src)).unwrap();
             let name = match rel.file_name().unwrap().to_str().unwrap() {
@@ -70,17 +72,89 @@ fn architecture_names_every_module() {
                     }
                 }
             };
-            // Named as `name` or `name.rs` in backticks.
-            let plain = name.trim_end_matches('/');
-            if !architecture.contains(&format!("`{name}`"))
-                && !architecture.contains(&format!("`{plain}.rs`"))
-                && !architecture.contains(&format!("`{plain}`"))
-            {
-                missing.push(format!("{crate_src}/{}", rel.display()));
-            }
+            names.push((format!("{crate_src}/{}", rel.display()), name));
         }
     }
-    assert!(missing.is_empty(), "ARCHITECTURE.md does not name these modules:\n{}", missing.join("\n"));
+    names
+}
+
+/// The text of every `code span` in a Markdown document.
+fn code_spans(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+#[track_caller]
+fn check_architecture(architecture: &str, modules: &[(String, String)]) -> Vec<String> {
+    let spans = code_spans(architecture);
+    let mut problems = Vec::new();
+    for (file, name) in modules {
+        let plain = name.trim_end_matches('/');
+        let forms = [name.clone(), format!("{plain}.rs"), plain.to_string()];
+        let n = spans.iter().filter(|span| forms.iter().any(|form| form == *span)).count();
+        match n {
+            0 => problems.push(format!("{file}: not named (write `{name}`)")),
+            1 => {}
+            n => problems.push(format!("{file}: named {n} times as `{name}`; name each module once")),
+        }
+    }
+    let mut headings = std::collections::BTreeMap::new();
+    for line in architecture.lines().filter(|line| line.starts_with('#')) {
+        *headings.entry(line.trim()).or_insert(0) += 1;
+    }
+    for (heading, n) in headings {
+        if n > 1 {
+            problems.push(format!("heading `{heading}` appears {n} times"));
+        }
+    }
+    // A module path that names no file is a stale description.
+    let known: std::collections::BTreeSet<&str> = modules.iter().map(|(_, name)| name.as_str()).collect();
+    let folders = ["cli/", "stages/", "tools/", "guests/", "services/", "store/", "compose/", "demo/", "lab/"];
+    for span in &spans {
+        let is_module_path = folders.iter().any(|folder| span.starts_with(folder) && span.len() > folder.len())
+            && span.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '/');
+        if is_module_path && !known.contains(span) && !known.contains(format!("{span}/").as_str()) {
+            problems.push(format!("`{span}` names no module"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn architecture_names_every_module_once_and_repeats_no_heading() {
+    let architecture = std::fs::read_to_string(project_root().join("ARCHITECTURE.md")).unwrap();
+    let problems = check_architecture(&architecture, &module_names());
+    assert!(problems.is_empty(), "ARCHITECTURE.md:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_architecture_check_catches_damage() {
+    let modules = vec![
+        ("xtask/src/stages/mod.rs".to_string(), "stages/".to_string()),
+        ("xtask/src/stages/repo.rs".to_string(), "stages/repo".to_string()),
+        ("xtask/src/hash.rs".to_string(), "hash".to_string()),
+    ];
+    let damaged = "## Code map\n### `stages/`\n`stages/repo` and `stages/repo`; `stages/gone`.\n## Code map\n";
+    assert_eq!(
+        check_architecture(damaged, &modules),
+        vec![
+            "xtask/src/stages/repo.rs: named 2 times as `stages/repo`; name each module once",
+            "xtask/src/hash.rs: not named (write `hash`)",
+            "heading `## Code map` appears 2 times",
+            "`stages/gone` names no module",
+        ]
+    );
+}
+
+#[test]
+fn the_core_crate_has_no_process_network_or_syscall_dependency() {
+    let manifest = std::fs::read_to_string(project_root().join("xtask/core/Cargo.toml")).unwrap();
+    let dependencies = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
+    for forbidden in ["tokio", "hyper", "libc", "rustix", "duct", "ureq", "nix", "walkdir", "tempfile"] {
+        assert!(
+            !dependencies.lines().any(|line| line.trim_start().starts_with(forbidden)),
+            "xtask/core depends on `{forbidden}`; the pure core must not"
+        );
+    }
 }
 
 #[test]

@@ -166,7 +166,8 @@ pub fn console(global: &Global, name: &str) -> anyhow::Result<()> {
 pub fn guest_exec(global: &Global, name: &str, timeout: u64, command: &[String]) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
-    let line = command.join(" ");
+    // Each word quoted: the guest's shell runs exactly this argv.
+    let line = crate::tools::shell_line(command);
     let output = guests::shell::run(&session.store, name, &line, std::time::Duration::from_secs(timeout))?;
     print!("{}", output.text);
     if output.status != 0 {

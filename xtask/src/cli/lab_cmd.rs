@@ -26,10 +26,21 @@ pub fn compute_plan(session: &Session) -> anyhow::Result<Plan> {
     Ok(plan::plan(&session.graph, &facts, &session.store, &stages::capability))
 }
 
-pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Result<()> {
+/// What `lab up` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Only these stages and what they need (all when empty).
+    pub only: Vec<String>,
+    /// Guests whose disks are replaced with their current install.
+    pub reinstall: Vec<String>,
+    /// Start the guests (`--no-guests` leaves them as they are).
+    pub guests: bool,
+}
+
+pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     let mut wanted = Vec::new();
-    for name in only {
+    for name in &options.only {
         let id = parse_stage(&session, name)?;
         wanted.push(id);
     }
@@ -65,7 +76,9 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
     }
     drop(lock);
     ensure_services(&session)?;
-    super::guest::up(&session, reinstall)?;
+    if options.guests {
+        super::guest::up(&session, &options.reinstall)?;
+    }
     let missing = summary.missing();
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|report| report.stage.to_string()).collect();

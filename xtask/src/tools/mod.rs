@@ -139,18 +139,7 @@ impl Cmd {
 
     /// The command line as a user could paste it.
     pub fn display(&self) -> String {
-        std::iter::once(&self.program)
-            .chain(&self.args)
-            .map(|part| {
-                let text = part.to_string_lossy();
-                if text.is_empty() || text.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
-                    format!("'{}'", text.replace('\'', "'\\''"))
-                } else {
-                    text.into_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        shell_line(std::iter::once(&self.program).chain(&self.args).map(|part| part.to_string_lossy()))
     }
 
     /// Runs to completion; a non-zero exit is an error showing the command
@@ -234,6 +223,24 @@ impl Cmd {
         }
         command
     }
+}
+
+/// Words joined into one POSIX shell command line, each quoted where the
+/// shell would otherwise split or expand it, so the line runs exactly that
+/// argv (`guest exec`, and command lines shown in errors).
+pub fn shell_line<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> String {
+    words
+        .into_iter()
+        .map(|word| {
+            let text = word.as_ref();
+            if text.is_empty() || text.contains(|c: char| !(c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))) {
+                format!("'{}'", text.replace('\'', "'\\''"))
+            } else {
+                text.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Finds `program` on PATH, or fails with how to install it.
@@ -356,4 +363,14 @@ fn wait_with_timeout(child: &mut Child, timeout: Option<Duration>) -> std::io::R
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_shell_line_keeps_every_word() {
+        assert_eq!(super::shell_line(["ls", "-l", "/etc"]), "ls -l /etc");
+        assert_eq!(super::shell_line(["sh", "-c", "a | b"]), "sh -c 'a | b'");
+        assert_eq!(super::shell_line(["echo", "it's", "", "$HOME"]), "echo 'it'\\''s' '' '$HOME'");
+    }
 }

@@ -236,11 +236,8 @@ fn random_sequences_converge_after_every_good_lab_up() {
                         .run_unchecked()
                         .unwrap();
                     assert!(!output.status.success(), "{context}: lab up without podman on PATH succeeded");
-                    assert!(
-                        output.stderr.contains("podman"),
-                        "{context}: the failure names no program:\n{}",
-                        output.stderr
-                    );
+                    let said = format!("{}{}", output.stdout, output.stderr);
+                    assert!(said.contains("podman"), "{context}: the failure names no program:\n{said}");
                 }
                 Operation::KillRegistry => {
                     if let Some(pid) = lab.registry_pid() {

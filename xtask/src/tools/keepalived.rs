@@ -1,8 +1,8 @@
 //! keepalived's own configuration check (`keepalived -t -f FILE`, Debian's
 //! 2.2 has it as `--config-test`). keepalived rejects a VRRP instance on an
 //! interface the machine does not have, and the guest's NIC is not the
-//! host's; so the check runs in a private network namespace (`unshare -rn`,
-//! no root needed) that has an interface of that name.
+//! host's; so the check runs in a private network namespace (`unshare -n`,
+//! or `-rn` without root) that has an interface of that name.
 
 use std::path::Path;
 
@@ -24,6 +24,9 @@ pub fn config_test(config: &Path, interface: &str) -> anyhow::Result<()> {
     }
     // A veth pair: dummy interfaces need a kernel module containers may lack.
     let script = r#"ip link add "$1" type veth peer name edgelab-peer && exec keepalived --config-test -f "$2""#;
-    Cmd::new("unshare").args(["-rn", "sh", "-c", script, "sh", interface]).arg(config).run()?;
+    // Root needs only the network namespace; others map themselves to root
+    // in a user namespace too (which a chrooted process may not create).
+    let flags = if super::apt::is_root() { "-n" } else { "-rn" };
+    Cmd::new("unshare").args([flags, "sh", "-c", script, "sh", interface]).arg(config).run()?;
     Ok(())
 }

@@ -191,6 +191,31 @@ fn folder_digest_encoding() {
     assert_eq!(hash::digest_path(&root.join("nothing"), None).unwrap(), "missing");
 }
 
+/// `Store::load_stat_cache` reads the file on another thread; the first
+/// lookup waits for it, so a plan sees every entry the last one saved.
+#[test]
+fn the_store_loads_the_cache_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(tmp.path(), 30);
+    wait_out_racy_window();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    assert!(store.load_stat_cache().is_empty(), "no file yet");
+    let mut cache = store.load_stat_cache();
+    let first = hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap();
+    store.save_stat_cache(&cache);
+
+    let mut cache = store.load_stat_cache();
+    assert_eq!(hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap(), first);
+    assert_eq!((cache.n_hits, cache.n_hashed), (30, 0));
+    assert!(!cache.is_dirty());
+    // A save of an all-hits cache leaves the file alone.
+    let saved = fs::metadata(store_dir.path().join("statcache")).unwrap().modified().unwrap();
+    store.save_stat_cache(&cache);
+    assert_eq!(fs::metadata(store_dir.path().join("statcache")).unwrap().modified().unwrap(), saved);
+    assert_eq!(store.load_stat_cache().len(), 30);
+}
+
 /// The tree walk stats with `statx` relative to each folder, a single input
 /// file goes through `std::fs`: both must give the cache the same numbers, or
 /// a file read both ways would be rehashed every time.
@@ -235,7 +260,7 @@ fn replaced_and_renamed_files_are_seen() {
     assert!(cache.n_hits >= 4, "unchanged files were rehashed: {} hits", cache.n_hits);
 }
 
-/// Past 512 files the walk lists and stats folders on several threads: the
+/// Past 512 entries the walk stats files on several threads: the
 /// digest must still be the sorted encoding (against `walkdir`), every
 /// unchanged file a hit, and an edit that keeps size and mtime caught.
 #[test]

@@ -28,7 +28,9 @@ use std::{
     hash::{BuildHasherDefault, Hasher},
     io,
     os::unix::fs::MetadataExt,
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
+    thread::JoinHandle,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -105,7 +107,11 @@ type Entries = HashMap<(u64, u64), Entry, BuildHasherDefault<InodeHasher>>;
 /// move it to and from `artifacts/statcache`.
 #[derive(Debug, Default)]
 pub struct StatCache {
-    entries: Entries,
+    /// Set at first use: from `pending` when the file is still being read.
+    entries: OnceLock<Entries>,
+    /// The file being read and decoded on another thread
+    /// (`StatCache::load_in_background`), so a plan's walk does not wait for it.
+    pending: Mutex<Option<JoinHandle<Entries>>>,
     /// When false every lookup misses and nothing is recorded (for `bench
     /// plan`'s comparison).
     pub enabled: bool,
@@ -144,7 +150,7 @@ impl StatCache {
         if !self.enabled {
             return None;
         }
-        let entry = self.entries.get_mut(&(stat.dev, stat.ino))?;
+        let entry = self.entries_mut().get_mut(&(stat.dev, stat.ino))?;
         let trusted = entry.size == stat.size
             && entry.mtime_ns == stat.mtime_ns
             && entry.ctime_ns == stat.ctime_ns
@@ -153,8 +159,9 @@ impl StatCache {
             return None;
         }
         entry.seen = true;
+        let digest = entry.digest;
         self.n_hits += 1;
-        Some(entry.digest)
+        Some(digest)
     }
 
     /// Records that the file with stat `stat` (taken before hashing began at
@@ -173,17 +180,19 @@ impl StatCache {
             digest,
             seen: true,
         };
-        match self.entries.get_mut(&(stat.dev, stat.ino)) {
-            Some(old) if *old == entry => {}
+        let entries = self.entries_mut();
+        let changed = match entries.get_mut(&(stat.dev, stat.ino)) {
+            Some(old) if *old == entry => false,
             Some(old) => {
                 *old = entry;
-                self.dirty = true;
+                true
             }
             None => {
-                self.entries.insert((stat.dev, stat.ino), entry);
-                self.dirty = true;
+                entries.insert((stat.dev, stat.ino), entry);
+                true
             }
-        }
+        };
+        self.dirty |= changed;
     }
 
     /// Whether saving would change the file: something was hashed anew.
@@ -194,20 +203,20 @@ impl StatCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries().is_empty()
     }
 
     /// The binary file: entries this process saw (files no longer read drop out).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let n_seen = self.entries.values().filter(|entry| entry.seen).count();
+        let n_seen = self.entries().values().filter(|entry| entry.seen).count();
         let mut out = Vec::with_capacity(MAGIC.len() + 8 + n_seen * RECORD_LEN + 8);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(n_seen as u64).to_le_bytes());
-        for (&(dev, ino), entry) in self.entries.iter().filter(|(_, entry)| entry.seen) {
+        for (&(dev, ino), entry) in self.entries().iter().filter(|(_, entry)| entry.seen) {
             for value in [dev, ino, entry.size] {
                 out.extend_from_slice(&value.to_le_bytes());
             }
@@ -225,13 +234,43 @@ impl StatCache {
     /// and rebuilt.
     pub fn from_bytes(bytes: &[u8]) -> StatCache {
         let entries = decode(bytes).unwrap_or_default();
-        StatCache { entries, enabled: true, ..StatCache::default() }
+        StatCache { entries: OnceLock::from(entries), enabled: true, ..StatCache::default() }
+    }
+
+    /// The cache in the file at `path` (empty when missing or damaged), read
+    /// and decoded on another thread until first used: the tree walk, which
+    /// needs no cache, runs meanwhile.
+    pub fn load_in_background(path: PathBuf) -> StatCache {
+        let reader_path = path.clone();
+        match std::thread::Builder::new().name("statcache".into()).spawn(move || read_file(&reader_path)) {
+            Ok(handle) => StatCache { pending: Mutex::new(Some(handle)), enabled: true, ..StatCache::default() },
+            // No thread to be had: read it here.
+            Err(_) => StatCache { entries: OnceLock::from(read_file(&path)), enabled: true, ..StatCache::default() },
+        }
     }
 
     /// Whether the file now at `path` has an entry (trusted or not), for tests.
     pub fn contains(&self, path: &Path) -> bool {
-        std::fs::symlink_metadata(path).is_ok_and(|meta| self.entries.contains_key(&(meta.dev(), meta.ino())))
+        std::fs::symlink_metadata(path).is_ok_and(|meta| self.entries().contains_key(&(meta.dev(), meta.ino())))
     }
+
+    fn entries(&self) -> &Entries {
+        self.entries.get_or_init(|| {
+            let pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            // A reader thread that panicked leaves an empty cache: only slower.
+            pending.and_then(|handle| handle.join().ok()).unwrap_or_default()
+        })
+    }
+
+    fn entries_mut(&mut self) -> &mut Entries {
+        self.entries();
+        self.entries.get_mut().unwrap_or_else(|| unreachable!("entries() sets the cache"))
+    }
+}
+
+/// A missing, unreadable or damaged file is an empty cache.
+fn read_file(path: &Path) -> Entries {
+    std::fs::read(path).ok().and_then(|bytes| decode(&bytes)).unwrap_or_default()
 }
 
 fn decode(bytes: &[u8]) -> Option<Entries> {

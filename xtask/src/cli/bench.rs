@@ -32,6 +32,9 @@ use crate::{
 pub enum BenchCommand {
     /// The no-op `lab plan` with and without the stat cache, and hashing throughput.
     Plan(PlanBenchArgs),
+    /// The local composer on the demo's images: a cold compose (empty cache)
+    /// and a warm one (the shared cache) side by side.
+    Compose(super::bench_compose::ComposeBenchArgs),
     /// The file server against the demo's Go server, nginx and python:
     /// `ostree pull` wall time and wrk requests per second on one repo.
     Serve {
@@ -67,6 +70,7 @@ const BIG_FILE_BYTES: usize = 256 << 20;
 pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Plan(args) => plan_bench(global, args),
+        BenchCommand::Compose(args) => super::bench_compose::run(global, args),
         BenchCommand::Serve { out } => {
             let out_dir = out.clone().unwrap_or_else(|| project_root().join("bench/results"));
             super::bench_serve::run(&out_dir)

@@ -191,6 +191,138 @@ fn folder_digest_encoding() {
     assert_eq!(hash::digest_path(&root.join("nothing"), None).unwrap(), "missing");
 }
 
+/// `Store::load_stat_cache` reads the file on another thread; the first
+/// lookup waits for it, so a plan sees every entry the last one saved.
+#[test]
+fn the_store_loads_the_cache_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(tmp.path(), 30);
+    wait_out_racy_window();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    assert!(store.load_stat_cache().is_empty(), "no file yet");
+    let mut cache = store.load_stat_cache();
+    let first = hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap();
+    store.save_stat_cache(&cache);
+
+    let mut cache = store.load_stat_cache();
+    assert_eq!(hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap(), first);
+    assert_eq!((cache.n_hits, cache.n_hashed), (30, 0));
+    assert!(!cache.is_dirty());
+    // A save of an all-hits cache leaves the file alone.
+    let saved = fs::metadata(store_dir.path().join("statcache")).unwrap().modified().unwrap();
+    store.save_stat_cache(&cache);
+    assert_eq!(fs::metadata(store_dir.path().join("statcache")).unwrap().modified().unwrap(), saved);
+    assert_eq!(store.load_stat_cache().len(), 30);
+}
+
+/// The tree walk stats with `statx` relative to each folder, a single input
+/// file goes through `std::fs`: both must give the cache the same numbers, or
+/// a file read both ways would be rehashed every time.
+#[test]
+fn a_file_hashed_alone_is_a_hit_in_its_folders_walk() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(tmp.path(), 3);
+    wait_out_racy_window();
+    let file = tmp.path().join("d1/f1.txt");
+    let mut cache = StatCache::new();
+    cache.digest(&file, &fs::symlink_metadata(&file).unwrap()).unwrap();
+    assert_eq!((cache.n_hits, cache.n_hashed), (0, 1));
+    hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap();
+    assert_eq!((cache.n_hits, cache.n_hashed), (1, 3), "the walk's stat of d1/f1.txt differs from std's");
+}
+
+/// Entries are keyed by (device, inode), not by path: a file replaced by
+/// another of the same size at the same path (a new inode) is rehashed, a
+/// renamed one is found under its new name, and the rest still hit.
+#[test]
+fn replaced_and_renamed_files_are_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tree(tmp.path(), 6);
+    wait_out_racy_window();
+    let mut cache = StatCache::new();
+    hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap();
+
+    // Rename (most filesystems change ctime on rename, so it may be rehashed).
+    fs::rename(tmp.path().join("d2/f2.txt"), tmp.path().join("d2/renamed.txt")).unwrap();
+    // Replace: a new file (new inode) with the old size at the old path.
+    let old = tmp.path().join("d3/f3.txt");
+    let size = fs::metadata(&old).unwrap().len() as usize;
+    fs::write(tmp.path().join("d3/new.tmp"), "x".repeat(size)).unwrap();
+    fs::rename(tmp.path().join("d3/new.tmp"), &old).unwrap();
+    wait_out_racy_window();
+
+    let mut cache = StatCache::from_bytes(&cache.to_bytes());
+    let digest = hash::digest_tree(tmp.path(), Some(&mut cache)).unwrap();
+    assert_eq!(digest, hash::digest_tree(tmp.path(), None).unwrap());
+    assert_eq!(cache.n_hits + cache.n_hashed, 6);
+    assert!(cache.n_hashed >= 1, "the replaced file was not rehashed");
+    assert!(cache.n_hits >= 4, "unchanged files were rehashed: {} hits", cache.n_hits);
+}
+
+/// Past 512 entries the walk stats files on several threads: the
+/// digest must still be the sorted encoding (against `walkdir`), every
+/// unchanged file a hit, and an edit that keeps size and mtime caught.
+#[test]
+fn a_big_tree_walked_in_parallel_digests_and_catches_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for idx in 0..3000 {
+        let dir = root.join(format!("p{}/m{:02}", idx % 3, idx % 40));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("f{idx:04}")), format!("{idx}\n").repeat(idx % 9 + 1)).unwrap();
+    }
+    fs::create_dir_all(root.join("p0/empty")).unwrap();
+    fs::write(root.join("p1/run.sh"), "#!/bin/sh\n").unwrap();
+    set_mode(&root.join("p1/run.sh"), 0o755);
+    std::os::unix::fs::symlink("m00/f0000", root.join("p0/link")).unwrap();
+    let old_mtime = SystemTime::now() - Duration::from_secs(3600);
+    let edited = root.join("p2/m17/f1457");
+    File::options().write(true).open(&edited).unwrap().set_modified(old_mtime).unwrap();
+    wait_out_racy_window();
+
+    assert_eq!(hash::digest_tree(root, None).unwrap(), walkdir_digest(root));
+    let mut cache = StatCache::new();
+    let first = hash::digest_tree(root, Some(&mut cache)).unwrap();
+    let mut cache = StatCache::from_bytes(&cache.to_bytes());
+    assert_eq!(hash::digest_tree(root, Some(&mut cache)).unwrap(), first);
+    assert_eq!((cache.n_hits, cache.n_hashed), (3001, 0));
+
+    // Same size, mtime put back: only ctime tells.
+    let before = fs::read(&edited).unwrap();
+    let mut after = before.clone();
+    after[0] = b'9';
+    fs::write(&edited, &after).unwrap();
+    File::options().write(true).open(&edited).unwrap().set_modified(old_mtime).unwrap();
+    let mut cache = StatCache::from_bytes(&cache.to_bytes());
+    let third = hash::digest_tree(root, Some(&mut cache)).unwrap();
+    assert_ne!(third, first);
+    assert_eq!((cache.n_hits, cache.n_hashed), (3000, 1));
+    assert_eq!(third, walkdir_digest(root));
+}
+
+/// The folder encoding computed independently, with `walkdir` and `std::fs`.
+fn walkdir_digest(root: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut expected = Sha256::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let file_type = entry.file_type();
+        if file_type.is_dir() {
+            expected.update(format!("d {rel}\0"));
+        } else if file_type.is_symlink() {
+            let target = fs::read_link(entry.path()).unwrap();
+            expected.update(format!("l {rel}\0{}\0", target.to_string_lossy()));
+        } else {
+            let exec = entry.metadata().unwrap().permissions().mode() & 0o111 != 0;
+            let digest = hex::encode(Sha256::digest(fs::read(entry.path()).unwrap()));
+            expected.update(format!("f {rel}\0{}\0sha256:{digest}\0", if exec { 'x' } else { '-' }));
+        }
+    }
+    format!("sha256:{}", hex::encode(expected.finalize()))
+}
+
 /// The benchmark's size: 20,000 entries must load and save in milliseconds.
 #[test]
 fn cache_of_20000_files_loads_fast() {

@@ -14,12 +14,13 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Child,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::bench_meta::{Machine, machine, median, utc_now};
 use crate::tools::{self, nginx::NginxSite, serve::ServeArgs, wrk::WrkLoad, wrk::WrkReport};
 
 /// The branch the generated tree is committed on.
@@ -67,13 +68,6 @@ pub struct BenchReport {
     pub repo: RepoStats,
     pub settings: Settings,
     pub servers: Vec<ServerResult>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    pub cpu_model: String,
-    pub cpus: usize,
-    pub kernel: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,7 +214,7 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
         servers.push(result);
     }
     Ok(BenchReport {
-        date: rfc3339_now(),
+        date: utc_now(),
         machine: machine(),
         repo: fixture.stats.clone(),
         settings: Settings {
@@ -563,31 +557,4 @@ fn process_tree_cpu_seconds(pid: u32) -> f64 {
 
 fn latency(report: &WrkReport) -> Latency {
     Latency { mean: report.latency_mean_ms, p50: report.latency_p50_ms, p99: report.latency_p99_ms }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')))
-        .map(|(_, model)| model.trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-    Machine { cpu_model, cpus, kernel }
-}
-
-/// Now as `2026-11-27T11:43:34Z`.
-fn rfc3339_now() -> String {
-    super::bench::utc_date(SystemTime::now())
 }

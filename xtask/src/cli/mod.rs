@@ -3,6 +3,8 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod bench_compose;
+pub mod bench_meta;
 pub mod bench_serve;
 pub mod container;
 pub mod demo;

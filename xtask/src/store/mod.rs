@@ -321,12 +321,10 @@ impl Store {
         write_atomic(&path, bytes).map_err(|source| io_err(format!("writing {}", path.display()), source))
     }
 
-    /// Loads the stat cache (empty when absent or damaged).
+    /// Loads the stat cache (empty when absent or damaged), on another
+    /// thread until first used.
     pub fn load_stat_cache(&self) -> StatCache {
-        match fs::read(self.root.join("statcache")) {
-            Ok(bytes) => StatCache::from_bytes(&bytes),
-            Err(_) => StatCache::new(),
-        }
+        StatCache::load_in_background(self.root.join("statcache"))
     }
 
     /// Saves the stat cache atomically when it changed. It is an

@@ -1,6 +1,6 @@
 //! Repository invariants, checked like any other behaviour: the demo lab
 //! parses, only `tools/` starts processes, ARCHITECTURE.md names every module,
-//! and the code is formatted.
+//! no test names the tracked benchmark results, and the code is formatted.
 
 // Tests may start processes (`cargo fmt --check` here); the product may not.
 #![allow(clippy::disallowed_methods)]
@@ -96,4 +96,19 @@ fn code_is_formatted() {
         "cargo fmt --check found unformatted code (run `cargo fmt --all`):\n{}",
         String::from_utf8_lossy(&output.stdout)
     );
+}
+
+/// Benchmark results come from `cargo xtask bench ...` only: a test that
+/// named `bench/results` could rewrite a tracked file on every `cargo test`.
+#[test]
+fn no_test_writes_bench_results() {
+    let root = project_root();
+    let this_file = root.join("xtask/tests/tidy.rs");
+    let offenders: Vec<String> = rust_files(&root.join("xtask/tests"))
+        .into_iter()
+        .filter(|file| *file != this_file)
+        .filter(|file| std::fs::read_to_string(file).unwrap().contains("bench/results"))
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "tests naming bench/results (use `cargo xtask bench`):\n{}", offenders.join("\n"));
 }

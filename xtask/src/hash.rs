@@ -207,7 +207,8 @@ pub fn digest_tree(root: &Path, mut cache: Option<&mut StatCache>) -> io::Result
 /// file types need no syscall).
 fn walk_tree(root: &Path) -> io::Result<Tree> {
     let mut tree = Tree { rels: Vec::new(), names: Vec::new(), dirs: vec![root.to_path_buf()], entries: Vec::new() };
-    let fd = open_dir(CWD, root).map_err(|err| with_path(err, root))?;
+    // The root as `read_dir` would open it: a symlink to a folder is followed.
+    let fd = open_dir(CWD, root, OFlags::empty()).map_err(|err| with_path(err, root))?;
     // One read buffer serves every level: a folder is listed whole before
     // its subfolders are walked. 32 KiB holds any entry (names are at most
     // 255 bytes) and a few hundred at once.
@@ -260,7 +261,8 @@ fn walk_dir(tree: &mut Tree, fd: &OwnedFd, dir_idx: usize, rel: Range<usize>, bu
         let entry = TreeEntry { rel: child_rel.clone(), name: name_at, dir: dir_idx, kind: EntryKind::Dir };
         match file_type {
             FileType::Directory => {
-                let child_fd = open_dir(fd, c_name).map_err(|err| with_path(err, &child_path()))?;
+                // Listed as a folder: one swapped for a symlink since is not followed.
+                let child_fd = open_dir(fd, c_name, OFlags::NOFOLLOW).map_err(|err| with_path(err, &child_path()))?;
                 let path = child_path();
                 tree.entries.push(entry);
                 tree.dirs.push(path);
@@ -278,8 +280,8 @@ fn walk_dir(tree: &mut Tree, fd: &OwnedFd, dir_idx: usize, rel: Range<usize>, bu
     Ok(())
 }
 
-fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P) -> io::Result<OwnedFd> {
-    Ok(openat(at, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?)
+fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P, extra: OFlags) -> io::Result<OwnedFd> {
+    Ok(openat(at, path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | extra, Mode::empty())?)
 }
 
 /// Stats every file entry, relative to its folder, on a few threads when

@@ -1,7 +1,8 @@
 //! Repository invariants, checked like any other behaviour: the demo lab
 //! parses, only `tools/` starts processes and every program it starts is
 //! declared, the core crate stays pure, ARCHITECTURE.md names every module
-//! exactly once and repeats no heading, and the code is formatted.
+//! exactly once and repeats no heading, no test names the tracked benchmark
+//! results, and the code is formatted.
 
 // Tests may start processes (`cargo fmt --check` here); the product may not.
 #![allow(clippy::disallowed_methods)]
@@ -234,4 +235,19 @@ fn every_stage_tool_is_declared() {
 fn the_scan_finds_what_a_wrapper_starts() {
     let text = r#"super::require("figlet")?; Cmd::new("figlet").arg("x"); super::which("cowsay"); ip::netns_exec(netns, "qemu-system-x86_64")"#;
     assert_eq!(programs_started_in(text), vec!["figlet", "figlet", "cowsay", "qemu-system-x86_64"]);
+}
+
+/// Benchmark results come from `cargo xtask bench ...` only: a test that
+/// named `bench/results` could rewrite a tracked file on every `cargo test`.
+#[test]
+fn no_test_writes_bench_results() {
+    let root = project_root();
+    let this_file = root.join("xtask/tests/tidy.rs");
+    let offenders: Vec<String> = rust_files(&root.join("xtask/tests"))
+        .into_iter()
+        .filter(|file| *file != this_file)
+        .filter(|file| std::fs::read_to_string(file).unwrap().contains("bench/results"))
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(offenders.is_empty(), "tests naming bench/results (use `cargo xtask bench`):\n{}", offenders.join("\n"));
 }

@@ -180,8 +180,8 @@ pub fn run_launcher(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
     let dir = guests::guest_dir(&session.store, name)?;
-    let accel = guests::accel(&session.store)?;
-    guests::launcher::run(&dir, accel)
+    let accel = guests::accel(&session.lab, &session.store)?;
+    guests::launcher::run(&dir, &session.store, accel)
 }
 
 /// `lab shell`: a shell inside the lab's network namespace.

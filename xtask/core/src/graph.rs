@@ -301,7 +301,8 @@ pub fn build(lab: &Lab) -> Graph {
             .collect();
         stages.push(Stage {
             id: StageId::new(StageKind::Compose, image.name.clone()),
-            schema: 1,
+            // 2: the local composer's own initramfs (guest/local/initramfs).
+            schema: 2,
             backend: compose_backend,
             params: params([
                 ("image", json!(image.name)),

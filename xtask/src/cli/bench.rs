@@ -36,6 +36,9 @@ pub enum BenchCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The lab's guests from qemu's start to their health verdict, all
+    /// booting at once: the median of N boots per accelerator.
+    Boot(super::bench_boot::BootBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,6 +77,7 @@ pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
             let out_dir = out.clone().unwrap_or_else(|| project_root().join("bench/results"));
             super::bench_serve::run(&out_dir)
         }
+        BenchCommand::Boot(args) => super::bench_boot::run(global, args),
     }
 }
 
@@ -350,7 +354,7 @@ fn stats(samples: &[f64]) -> Stats {
     Stats { min: round(at(0.0)), median: round(at(0.5)), p90: round(at(0.9)) }
 }
 
-fn median(samples: &[f64]) -> f64 {
+pub(crate) fn median(samples: &[f64]) -> f64 {
     stats(samples).median
 }
 
@@ -366,7 +370,7 @@ fn cpu_time_ms() -> f64 {
     ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
-fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
         .lines()

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod bench_boot;
 pub mod bench_serve;
 pub mod container;
 pub mod demo;

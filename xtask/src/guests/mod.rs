@@ -145,6 +145,11 @@ pub fn accel(lab: &Lab, store: &Store) -> anyhow::Result<AccelChoice> {
         }
         _ => (lab.accel, format!("lab.kdl accel \"{}\"", lab.accel.as_str())),
     };
+    accel_for(setting, &source, store)
+}
+
+/// The accelerator for `setting`, asked for by `source` (for the reason).
+pub fn accel_for(setting: AccelSetting, source: &str, store: &Store) -> anyhow::Result<AccelChoice> {
     let asked = |accel: Accel| AccelChoice { accel, reason: format!("{source} asks for it") };
     match setting {
         AccelSetting::Tcg => return Ok(asked(Accel::Tcg)),

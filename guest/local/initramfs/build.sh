@@ -67,4 +67,7 @@ while [ ! -b "$root" ] && [ $i -lt 1000 ]; do /bin/busybox usleep 10000; i=$((i 
 exec /bin/busybox switch_root /sysroot /sbin/init
 INIT
 chmod +x "$work/init"
-(cd "$work" && find . | cpio --quiet -o -H newc) > "$out"
+# A new file renamed over OUT, never written through it: a composed tree is
+# a hardlinked checkout, where OUT's inode is the build repo's own object.
+(cd "$work" && find . | cpio --quiet -o -H newc) > "$out.new"
+mv -f "$out.new" "$out"

@@ -598,6 +598,10 @@ fn kernel_version(root: &Path) -> anyhow::Result<String> {
 /// one: under TCG a boot spends 1 s in it instead of about 20.
 fn build_small_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
     let target = format!("/boot/initramfs-{kernel}.img");
+    // The tree is a hardlinked checkout: the base's initramfs is the build
+    // repo's object itself, so it is unlinked, never written through.
+    let old = root.join(target.trim_start_matches('/'));
+    fs::remove_file(&old).with_context(|| format!("removing the base's initramfs {}", old.display()))?;
     Chroot::new(root)
         .with_api_filesystems()
         .run("/bin/sh", ["-c", INITRAMFS_SCRIPT, "edgelab-initramfs", kernel, target.as_str()])

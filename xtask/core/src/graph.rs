@@ -312,7 +312,12 @@ pub fn build(lab: &Lab) -> Graph {
                 ("parent-url", json!(image.parent.as_ref().map(|_| served_repo_url(lab)))),
                 ("package-map", json!(package_map)),
             ]),
-            files: BTreeMap::new(),
+            // The local composer builds the guest's initramfs with this script
+            // (compiled into edgelab, hashed here so an edit recomposes).
+            files: BTreeMap::from([(
+                "initramfs script local/initramfs/build.sh".to_string(),
+                lab.root.join("guest/local/initramfs/build.sh"),
+            )]),
             tools: vec![],
             deps,
         });

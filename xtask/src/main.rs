@@ -160,7 +160,13 @@ enum GuestCommand {
     },
     /// The guest's launcher (its bootloader loop); `lab up` starts it.
     #[command(hide = true)]
-    RunLauncher { name: String },
+    RunLauncher {
+        name: String,
+        /// Boot with this accelerator (auto, kvm or tcg) whatever the lab and
+        /// EDGELAB_ACCEL say (`bench boot` uses it).
+        #[arg(long)]
+        accel: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -226,7 +232,9 @@ fn main() {
         Command::Guest(GuestCommand::Exec { name, timeout, command }) => {
             cli::guest::guest_exec(global, name, *timeout, command)
         }
-        Command::Guest(GuestCommand::RunLauncher { name }) => cli::guest::run_launcher(global, name),
+        Command::Guest(GuestCommand::RunLauncher { name, accel }) => {
+            cli::guest::run_launcher(global, name, accel.as_deref())
+        }
         Command::Demo { scenario } => cli::demo::demo_cmd(global, scenario),
         Command::E2e => cli::demo::e2e(global),
         Command::Graph { format } => cli::lab_cmd::graph_cmd(global, format),

@@ -1,9 +1,13 @@
-//! Local guests booted for real under qemu (TCG here: no nested KVM) from an
-//! OSTree commit: the installer deploys the image's commit; a new deployment
-//! whose health check fails three boots falls back to the previous one, which
-//! the guest makes permanent (`ostree admin undeploy 0`); one whose check
-//! passes is kept. The launcher runs as the real `guest run-launcher`
-//! process. Boots take 30-90 s each; every wait has a deadline.
+//! Local guests booted for real under qemu from an OSTree commit: the
+//! installer deploys the image's commit; a new deployment whose health check
+//! fails three boots falls back to the previous one, which the guest makes
+//! permanent (`ostree admin undeploy 0`); one whose check passes is kept; a
+//! lone deployment that keeps failing keeps booting, as GRUB boots it; a KVM
+//! fault (qemu's own messages, from the one fake here, a stand-in for qemu on
+//! a host whose KVM faults) is no attempt and moves the host to TCG. The
+//! launcher runs as the real `guest run-launcher` process, with the
+//! accelerator `EDGELAB_ACCEL` or the probe gives it. Boots take 30-90 s
+//! each; every wait has a deadline.
 
 #[path = "guests_local/image.rs"]
 mod image;
@@ -21,6 +25,7 @@ use edgelab::{
 
 const FAIL_CHECK: &str = "#!/bin/sh\necho 'edgelab test: this upgrade is refused'\nexit 1\n";
 const PASS_CHECK: &str = "#!/bin/sh\nexit 0\n";
+const RED_SCRIPT: &str = "#!/bin/sh\necho 'edgelab test: red script ran' > /dev/ttyS0\n";
 
 #[test]
 fn three_failed_health_checks_fall_back_and_make_it_permanent() {
@@ -93,6 +98,120 @@ fn a_passing_health_check_keeps_the_new_deployment() {
     assert_eq!(entries.len(), 2, "v2 and v1 both stay deployed");
 }
 
+/// A host whose KVM runs the probe's boot sector but faults under a real
+/// kernel (`run/accel.json` says kvm, as the probe left it): the first boot
+/// is stopped on qemu's "KVM internal error", counts as no attempt, and the
+/// same entry boots again under TCG, healthy; the host stays on TCG.
+#[test]
+fn a_kvm_fault_falls_back_to_tcg_and_is_not_an_attempt() {
+    let lab = TestLab::new("kvmfault");
+    let (served, v1) = image::served_copy(lab.dir());
+    let (v2, disk) = lab.install_with_update(
+        &served,
+        &v1,
+        "v2-accepted",
+        &[("usr/etc/greenboot/check/required.d/50-accept-upgrade.sh", PASS_CHECK)],
+    );
+    let probed = r#"{"accel":"kvm","reason":"a boot sector ran under KVM (probe)"}"#;
+    lab.store.save_state("accel.json", probed.as_bytes()).unwrap();
+
+    let launcher = lab.start_launcher_with(&disk, "auto", Some(&fake_qemu_dir(lab.dir())));
+    let boots = lab.wait_for_boots(Duration::from_secs(900), |boots| boots.iter().any(|boot| boot.verdict_seen));
+    let status = lab.status();
+    lab.destroy(launcher);
+
+    let summary: Vec<String> = boots
+        .iter()
+        .map(|boot| {
+            format!(
+                "{} {} fallback={} healthy={} fault={}",
+                short(&boot.deployment),
+                boot.accel.as_str(),
+                boot.fallback,
+                boot.healthy,
+                boot.host_fault.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    let expected = vec![
+        format!("{} kvm fallback=false healthy=false fault=KVM internal error. Suberror: 1", short(&v2)),
+        format!("{} tcg fallback=false healthy=true fault=-", short(&v2)),
+    ];
+    assert_eq!(summary, expected, "boots:\n{boots:#?}\nconsole:\n{}", lab.console_tail());
+    // The fault was no attempt: the TCG boot was still attempt 1.
+    assert!(boots[1].reason.contains("attempt 1 of 3"), "{boots:#?}");
+    let counter: boot::BootCounter =
+        serde_json::from_slice(&std::fs::read(lab.guest_dir().join("boot.json")).unwrap()).unwrap();
+    assert_eq!((counter.good, counter.failed_boots), (true, 0), "{counter:?}");
+    // The host stays on TCG, and says why.
+    let accel = guests::load_accel_state(&lab.store).unwrap();
+    assert_eq!(accel.accel, edgelab::tools::qemu::Accel::Tcg);
+    assert_eq!(accel.host_fault.as_deref(), Some("KVM internal error. Suberror: 1"));
+    assert!(status.contains("accelerator tcg (KVM faulted under a guest"), "lab status:\n{status}");
+    assert!(status.contains("1 boot(s) stopped by a host fault (not counted)"), "lab status:\n{status}");
+    let launcher_log = std::fs::read_to_string(lab.guest_dir().join("launcher.err")).unwrap();
+    assert!(launcher_log.contains("switching to tcg"), "launcher log:\n{launcher_log}");
+    let tcg_started = boots[1].started_unix.saturating_sub(boots[0].started_unix);
+    eprintln!(
+        "KVM fault: seen {:.1}s after qemu started; TCG boot started {tcg_started}s after the KVM one\n{}",
+        boots[0].seconds,
+        lab.timings(&boots)
+    );
+}
+
+/// A fresh install (one deployment, nothing to fall back to) whose health
+/// check always fails: three counted red boots that reboot, then, as GRUB
+/// boots the one entry again, red boots without a counter, where greenboot's
+/// red scripts run and the guest stays up for a person to look at. A power
+/// cycle after that boots it again; the launcher never gives up or panics.
+#[test]
+fn a_lone_deployment_keeps_booting_after_red_boots() {
+    let lab = TestLab::new("lonered");
+    let (served, _) = image::served_copy(lab.dir());
+    let red = image::commit_on_top(
+        &served.join("repo"),
+        "always-red",
+        &[
+            ("usr/etc/greenboot/check/required.d/50-refuse.sh", FAIL_CHECK),
+            ("usr/etc/greenboot/red.d/50-say-so.sh", RED_SCRIPT),
+        ],
+    );
+    let disk = lab.install_only(&served, &red);
+    let launcher = lab.start_launcher_with(&disk, "tcg", None);
+    let mut launcher = Some(launcher);
+    let boots = lab.wait_for_boots(Duration::from_secs(1800), |boots| boots.len() >= 4);
+    assert!(boots[3].verdict_seen, "the fourth boot gave no verdict: {boots:#?}");
+    // Uncounted, the red guest stays up: power it off and on, as a person would.
+    let qemu_pid = guests::load_state(&lab.guest_dir()).and_then(|state| state.qemu_pid);
+    edgelab::tools::process::kill_hard(qemu_pid.expect("qemu runs the red guest")).unwrap();
+    let boots = lab.wait_for_boots(Duration::from_secs(600), |boots| boots.len() >= 5 && boots[4].verdict_seen);
+    let status = lab.status();
+    assert!(launcher.as_mut().unwrap().try_wait().unwrap().is_none(), "the launcher ended");
+    lab.destroy(launcher.take().unwrap());
+
+    let summary: Vec<String> = boots
+        .iter()
+        .map(|boot| {
+            format!("{} fallback={} red={}", short(&boot.deployment), boot.fallback, !boot.healthy && boot.verdict_seen)
+        })
+        .collect();
+    let expected = vec![format!("{} fallback=false red=true", short(&red)); 5];
+    assert_eq!(summary, expected, "boots:\n{boots:#?}\nconsole:\n{}", lab.console_tail());
+    for (index, boot) in boots.iter().enumerate() {
+        let expect = match index {
+            0..=2 => format!("attempt {} of 3", index + 1),
+            _ => format!("failed {index} boots, no deployment to fall back to"),
+        };
+        assert!(boot.reason.contains(&expect), "boot {}: {:?} lacks {expect:?}", index + 1, boot.reason);
+    }
+    let console = lab.console();
+    assert_eq!(console.matches("edgelab test: red script ran").count(), 5, "red scripts:\n{}", lab.console_tail());
+    assert!(console.contains("manual intervention necessary"), "{}", lab.console_tail());
+    assert!(status.contains("no deployment to fall back to"), "lab status:\n{status}");
+    assert!(status.contains("last boot red"), "lab status:\n{status}");
+    eprintln!("{}", lab.timings(&boots));
+}
+
 #[test]
 fn the_lab_network_is_made_owned_and_removed() {
     use edgelab::{guests::netns, tools::ip};
@@ -158,18 +277,13 @@ impl TestLab {
         guests::guest_dir(&self.store, "edge-test").unwrap()
     }
 
-    /// Installs the served commit (checking it is the one deployed), then
-    /// commits `files` on top and deploys that as the pending upgrade, as
-    /// the guest's update staging would. Returns the upgrade's commit and
-    /// the pristine disk.
-    fn install_with_update(&self, served: &Path, v1: &str, subject: &str, files: &[(&str, &str)]) -> (String, PathBuf) {
-        let started = Instant::now();
-        let server = pull_server::start(served, &self.dir().join("file-server.log")).unwrap();
-        let spec = installer::InstallSpec {
+    /// The installer's spec for `commit` pulled from `pull_url`.
+    fn spec(&self, pull_url: String, commit: Option<&str>) -> installer::InstallSpec {
+        installer::InstallSpec {
             remote_url: "http://10.88.0.1:8000/repo/".into(),
-            pull_url: Some(format!("{}repo/", server.base_url)),
+            pull_url: Some(pull_url),
             ostree_ref: image::OSTREE_REF.into(),
-            commit: Some(v1.to_string()),
+            commit: commit.map(String::from),
             kargs: installer::default_kargs(),
             config: installer::GuestConfig {
                 hostname: "edge-test".into(),
@@ -179,40 +293,71 @@ impl TestLab {
                 network: None,
                 configure_script: None,
             },
-        };
+        }
+    }
+
+    /// Installs `commit` of the served repo (checking it is the one
+    /// deployed) into a sysroot; returns the sysroot.
+    fn install_sysroot(&self, served: &Path, commit: &str) -> PathBuf {
+        let started = Instant::now();
+        let server = pull_server::start(served, &self.dir().join("file-server.log")).unwrap();
+        let spec = self.spec(format!("{}repo/", server.base_url), Some(commit));
         let sysroot = self.dir().join("sysroot");
         let installed = installer::install_sysroot(&spec, &sysroot).unwrap();
-        let install_counts = server.finish().counters;
-        let install_time = started.elapsed();
-        assert_eq!(installed.commit, v1, "the installer deployed another commit than the image's");
-        assert_eq!(installed.deployment, format!("{v1}.0"));
+        let counts = server.finish().counters;
+        assert_eq!(installed.commit, commit, "the installer deployed another commit than the image's");
+        assert_eq!(installed.deployment, format!("{commit}.0"));
+        eprintln!(
+            "install: pull+deploy+configure {:.1?} ({} requests, {} bytes)",
+            started.elapsed(),
+            counts.requests,
+            counts.bytes_sent
+        );
+        sysroot
+    }
 
+    /// The sysroot as the guest's pristine disk.
+    fn write_disk(&self, sysroot: &Path) -> PathBuf {
+        let started = Instant::now();
+        let disk = self.dir().join("pristine.img");
+        installer::write_disk(sysroot, &disk, 4 << 30).unwrap();
+        installer::remove_sysroot(sysroot).unwrap();
+        eprintln!("mkfs {:.1?}", started.elapsed());
+        disk
+    }
+
+    /// A fresh install of `commit` alone: one deployment.
+    fn install_only(&self, served: &Path, commit: &str) -> PathBuf {
+        let sysroot = self.install_sysroot(served, commit);
+        self.write_disk(&sysroot)
+    }
+
+    /// Installs the served commit, then commits `files` on top and deploys
+    /// that as the pending upgrade, as the guest's update staging would.
+    /// Returns the upgrade's commit and the pristine disk.
+    fn install_with_update(&self, served: &Path, v1: &str, subject: &str, files: &[(&str, &str)]) -> (String, PathBuf) {
+        let sysroot = self.install_sysroot(served, v1);
         let v2 = image::commit_on_top(&served.join("repo"), subject, files);
         let server = pull_server::start(served, &self.dir().join("file-server-update.log")).unwrap();
-        let spec = installer::InstallSpec { pull_url: Some(format!("{}repo/", server.base_url)), commit: None, ..spec };
+        let spec = self.spec(format!("{}repo/", server.base_url), None);
         let updated = installer::pull_and_deploy(&spec, &sysroot).unwrap();
-        let update_counts = server.finish().counters;
+        let counts = server.finish().counters;
         assert_eq!(updated.commit, v2);
-
-        let started_disk = Instant::now();
-        let disk = self.dir().join("pristine.img");
-        installer::write_disk(&sysroot, &disk, 4 << 30).unwrap();
-        installer::remove_sysroot(&sysroot).unwrap();
-        eprintln!(
-            "install: pull+deploy+configure {:.1?} ({} requests, {} bytes); update {} requests, {} bytes; mkfs {:.1?}",
-            install_time,
-            install_counts.requests,
-            install_counts.bytes_sent,
-            update_counts.requests,
-            update_counts.bytes_sent,
-            started_disk.elapsed()
-        );
-        (v2, disk)
+        eprintln!("update: {} requests, {} bytes", counts.requests, counts.bytes_sent);
+        (v2, self.write_disk(&sysroot))
     }
 
     /// The guest's run state as `lab up` leaves it, and its launcher started
-    /// as the real background process.
+    /// as the real background process, with the accelerator CI's
+    /// `EDGELAB_ACCEL` (or the probe) gives it.
     fn start_launcher(&self, pristine: &Path) -> Child {
+        let accel = std::env::var(guests::ACCEL_ENV).unwrap_or_else(|_| "auto".into());
+        self.start_launcher_with(pristine, &accel, None)
+    }
+
+    /// `start_launcher` with `EDGELAB_ACCEL=accel`, and `path_first` (a
+    /// folder holding a stand-in qemu) first on its PATH.
+    fn start_launcher_with(&self, pristine: &Path, accel: &str, path_first: Option<&Path>) -> Child {
         let dir = self.guest_dir();
         installer::copy_sparse(pristine, &dir.join("disk.img")).unwrap();
         let state = GuestState {
@@ -223,7 +368,12 @@ impl TestLab {
             ..GuestState::default()
         };
         guests::save_state(&dir, &state).unwrap();
-        let child = edgelab::tools::Cmd::new(env!("CARGO_BIN_EXE_xtask"))
+        let mut cmd = edgelab::tools::Cmd::new(env!("CARGO_BIN_EXE_xtask")).env(guests::ACCEL_ENV, accel);
+        if let Some(dir) = path_first {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd = cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        let child = cmd
             .arg("--lab")
             .arg(self.dir().join("lab.kdl"))
             .arg("--store")
@@ -255,6 +405,21 @@ impl TestLab {
         }
     }
 
+    /// What `lab status` prints for this lab.
+    fn status(&self) -> String {
+        let out = edgelab::tools::Cmd::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("--lab")
+            .arg(self.dir().join("lab.kdl"))
+            .arg("--store")
+            .arg(self.store.root())
+            .args(["lab", "status"])
+            .run();
+        match out {
+            Ok(out) => out.stdout,
+            Err(err) => panic!("{err:#}"),
+        }
+    }
+
     fn destroy(&self, mut launcher: Child) {
         guests::destroy(&self.store, "edge-test").unwrap();
         launcher.wait().unwrap();
@@ -277,12 +442,13 @@ impl TestLab {
             .iter()
             .map(|boot| {
                 format!(
-                    "boot {} fallback={} healthy={}: verdict after {:.1}s ({:?})\n",
+                    "boot {} fallback={} healthy={}: verdict after {:.1}s ({:?}{})\n",
                     short(&boot.deployment),
                     boot.fallback,
                     boot.healthy,
                     boot.seconds,
-                    boot.accel
+                    boot.accel,
+                    boot.host_fault.as_deref().map(|fault| format!(", host fault: {fault}")).unwrap_or_default()
                 )
             })
             .collect()
@@ -294,6 +460,16 @@ impl Drop for TestLab {
         // Never leave a guest running, whatever failed.
         guests::destroy(&self.store, "edge-test").ok();
     }
+}
+
+/// A folder whose `qemu-system-x86_64` is the stand-in for qemu on a host
+/// whose KVM faults (tests/support/fake_qemu_kvm_fault.sh).
+fn fake_qemu_dir(dir: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_qemu_kvm_fault.sh");
+    let bin = dir.join("fake-qemu-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(script, bin.join("qemu-system-x86_64")).unwrap();
+    bin
 }
 
 /// guest/local laid out as the install stage lays it over the guest's root.

@@ -53,6 +53,7 @@ fn demo_lab_parses() {
     assert_eq!(lab.kickstart.image, "v1");
     assert_eq!(lab.registry.port, 5000);
     assert_eq!(lab.store.keep_generations, 3);
+    assert_eq!(lab.accel, edgelab::lab::AccelSetting::Auto);
     assert!(lab.blueprints[0].file.is_absolute() && lab.blueprints[0].file.ends_with("guest/blueprints/RFE.toml"));
     // The boot ISO is the RHEL world's business: it need not exist here.
     assert!(lab.boot_iso.is_some());

@@ -298,7 +298,8 @@ pub fn build(lab: &Lab) -> Graph {
             .collect();
         stages.push(Stage {
             id: StageId::new(StageKind::Compose, image.name.clone()),
-            schema: 1,
+            // 2: the local composer's own initramfs (guest/local/initramfs).
+            schema: 2,
             backend: compose_backend,
             params: params([
                 ("image", json!(image.name)),
@@ -308,7 +309,12 @@ pub fn build(lab: &Lab) -> Graph {
                 ("parent-url", json!(image.parent.as_ref().map(|_| served_repo_url(lab)))),
                 ("package-map", json!(package_map)),
             ]),
-            files: BTreeMap::new(),
+            // The local composer builds the guest's initramfs with this script
+            // (compiled into edgelab, hashed here so an edit recomposes).
+            files: BTreeMap::from([(
+                "initramfs script local/initramfs/build.sh".to_string(),
+                lab.root.join("guest/local/initramfs/build.sh"),
+            )]),
             tools: match compose_backend {
                 Backend::Rhel => vec![],
                 Backend::Local | Backend::Auto => vec!["mmdebstrap", "ostree", "chroot", "unshare"],

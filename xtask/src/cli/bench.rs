@@ -42,6 +42,9 @@ pub enum BenchCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The lab's guests from qemu's start to their health verdict, all
+    /// booting at once: the median of N boots per accelerator.
+    Boot(super::bench_boot::BootBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +78,7 @@ pub fn run(global: &Global, command: &BenchCommand) -> anyhow::Result<()> {
             let out_dir = out.clone().unwrap_or_else(|| project_root().join("bench/results"));
             super::bench_serve::run(&out_dir)
         }
+        BenchCommand::Boot(args) => super::bench_boot::run(global, args),
     }
 }
 

@@ -177,12 +177,19 @@ pub fn guest_exec(global: &Global, name: &str, timeout: u64, command: &[String])
 }
 
 /// The hidden `guest run-launcher NAME`: the guest's bootloader loop.
-pub fn run_launcher(global: &Global, name: &str) -> anyhow::Result<()> {
+pub fn run_launcher(global: &Global, name: &str, accel: Option<&str>) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
     let dir = guests::guest_dir(&session.store, name)?;
-    let accel = guests::accel(&session.store)?;
-    guests::launcher::run(&dir, accel)
+    let accel = match accel {
+        Some(word) => {
+            let setting = crate::lab::AccelSetting::from_word(word)
+                .with_context(|| format!("--accel {word}: expected auto, kvm or tcg"))?;
+            guests::accel_for(setting, &format!("--accel {word}"), &session.store)?
+        }
+        None => guests::accel(&session.lab, &session.store)?,
+    };
+    guests::launcher::run(&dir, &session.store, accel)
 }
 
 /// `lab shell`: a shell inside the lab's network namespace.

@@ -124,15 +124,34 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     for line in crate::services::status(&session.lab, &session.store) {
         println!("{line}");
     }
+    if let Some(state) = crate::guests::load_accel_state(&session.store) {
+        println!("accelerator for accel \"auto\": {} ({})", state.accel.as_str(), state.reason);
+    }
     for guest in &session.lab.guests {
         let dir = crate::guests::guest_dir(&session.store, &guest.name)?;
-        let running = crate::guests::load_state(&dir).is_some_and(|state| crate::guests::is_running(&state));
-        let last = crate::guests::boots(&dir).pop().map(|boot| {
-            let verdict = if boot.healthy { "healthy" } else { "unhealthy" };
-            format!(", last boot {verdict} after {:.0}s ({})", boot.seconds, boot.deployment)
+        let state = crate::guests::load_state(&dir);
+        let running = state.as_ref().is_some_and(crate::guests::is_running);
+        let boots = crate::guests::boots(&dir);
+        let last = boots.iter().rev().find(|boot| boot.host_fault.is_none()).map(|boot| {
+            let verdict = match (boot.healthy, boot.verdict_seen) {
+                (true, _) => "healthy",
+                (false, true) => "red",
+                (false, false) => "without a verdict",
+            };
+            format!(", last boot {verdict} after {:.0}s under {} ({})", boot.seconds, boot.accel.as_str(), boot.reason)
         });
+        let faults = boots.iter().filter(|boot| boot.host_fault.is_some()).count();
+        let faults = match faults {
+            0 => String::new(),
+            n => format!(", {n} boot(s) stopped by a host fault (not counted)"),
+        };
         let what = if running { "running" } else { "stopped" };
-        println!("guest {}: {what}{}", guest.name, last.unwrap_or_default());
+        println!("guest {}: {what}{}{faults}", guest.name, last.unwrap_or_default());
+        if let Some(state) = state.filter(|_| running)
+            && let Some(accel) = state.accel
+        {
+            println!("  accelerator {} ({})", accel.as_str(), state.accel_reason.unwrap_or_default());
+        }
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod bench_boot;
 pub mod bench_compose;
 pub mod bench_meta;
 pub mod bench_serve;

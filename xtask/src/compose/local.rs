@@ -76,6 +76,10 @@ const DRACUT_MODULES: &str =
     "systemd systemd-initrd dracut-systemd base fs-lib rootfs-block udev-rules ostree kernel-modules";
 const DRACUT_DRIVERS: &str = "virtio_pci virtio_blk virtio_net";
 
+/// The guest's initramfs builder (guest/local/initramfs/build.sh), run in
+/// every compose's tree: a few busybox lines instead of dracut's systemd.
+const INITRAMFS_SCRIPT: &str = include_str!("../../../guest/local/initramfs/build.sh");
+
 /// Bump when the base recipe changes what a base holds.
 const BASE_SCHEMA: u32 = 1;
 
@@ -365,6 +369,10 @@ fn compose(
     }
     clock.lap(&mut notes, "customizations");
 
+    progress.note("building the initramfs");
+    build_small_initramfs(&tree, &base.kernel)?;
+    clock.lap(&mut notes, "initramfs");
+
     reshape_for_ostree(&tree, &base.kernel)?;
     clock.lap(&mut notes, "reshape");
 
@@ -584,6 +592,21 @@ fn kernel_version(root: &Path) -> anyhow::Result<String> {
         Some(version) => Ok(version),
         None => bail!("no kernel in {} (is linux-image-cloud-amd64 installed?)", modules.display()),
     }
+}
+
+/// The guest's initramfs (`INITRAMFS_SCRIPT`) in place of the base's dracut
+/// one: under TCG a boot spends 1 s in it instead of about 20.
+fn build_small_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
+    let target = format!("/boot/initramfs-{kernel}.img");
+    // The tree is a hardlinked checkout: the base's initramfs is the build
+    // repo's object itself, so it is unlinked, never written through.
+    let old = root.join(target.trim_start_matches('/'));
+    fs::remove_file(&old).with_context(|| format!("removing the base's initramfs {}", old.display()))?;
+    Chroot::new(root)
+        .with_api_filesystems()
+        .run("/bin/sh", ["-c", INITRAMFS_SCRIPT, "edgelab-initramfs", kernel, target.as_str()])
+        .with_context(|| format!("building the initramfs for kernel {kernel} (guest/local/initramfs/build.sh)"))?;
+    Ok(())
 }
 
 /// A small uncompressed initramfs (it unpacks in 0.3 s instead of 8 s

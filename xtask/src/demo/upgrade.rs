@@ -253,7 +253,9 @@ fn stage(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<crate::services::file_
 }
 
 /// Waits until the guest's launcher recorded, after its first `skip` boots,
-/// one that is `done`; returns the boots after `skip` up to that one.
+/// one that is `done`; returns the boots after `skip` up to that one. Boots
+/// stopped by a host fault (KVM's, not the guest's) are no attempts of a
+/// deployment and are left out.
 fn wait_boot(
     demo: &Demo,
     guest: &str,
@@ -263,7 +265,8 @@ fn wait_boot(
 ) -> anyhow::Result<Vec<BootRecord>> {
     wait_for(timeout, Duration::from_secs(5), || {
         let boots = demo.boots(guest)?;
-        let new = boots.get(skip..).unwrap_or_default();
+        let new: Vec<BootRecord> =
+            boots.get(skip..).unwrap_or_default().iter().filter(|boot| boot.host_fault.is_none()).cloned().collect();
         match new.iter().position(&done) {
             Some(at) => Ok(Some(new[..=at].to_vec())),
             None => bail!("{} boot(s) so far: {}", new.len(), new.iter().map(describe).collect::<Vec<_>>().join("; ")),

@@ -50,6 +50,12 @@ pub struct Choice {
     pub entry: BootEntry,
     pub deployment: String,
     pub fallback: bool,
+    /// What the guest sees as `edgelab.boot_counter=N` (GRUB's
+    /// `boot_counter`): the attempts left, this one included. `None` when
+    /// nothing is counted: a good or fallback deployment, or one that used
+    /// its attempts with nothing to fall back to, where greenboot's red
+    /// path finds no counter, runs the red scripts and does not reboot.
+    pub boot_counter: Option<u32>,
     /// For the launcher's log: "new deployment abc123.0, attempt 2 of 3".
     pub reason: String,
 }
@@ -60,6 +66,18 @@ pub enum Verdict {
     Healthy,
     /// The health check said red, or the boot ended without a verdict.
     Unhealthy,
+}
+
+/// How a boot ended, for the counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest's verdict, or `Unhealthy` for a boot that hung or
+    /// rebooted without one (the OS's failure, as a watchdog reset is).
+    Os(Verdict),
+    /// The host's hypervisor failed under the guest (a KVM internal
+    /// error): the boot says nothing about the deployment and is not one
+    /// of its attempts.
+    HostFault,
 }
 
 /// Parses one BLS entry file.
@@ -94,7 +112,9 @@ pub fn ostree_arg(entry: &BootEntry) -> Option<&str> {
 }
 
 /// Picks the entry to boot and updates the counter for a new default.
-/// `entries` carry the deployment each resolves to.
+/// `entries` carry the deployment each resolves to. With one deployment and
+/// its attempts used, it boots again (as GRUB does with nothing to fall
+/// back to), uncounted.
 pub fn choose(entries: &[(BootEntry, String)], counter: &mut BootCounter) -> Option<Choice> {
     let mut sorted: Vec<&(BootEntry, String)> = entries.iter().collect();
     sorted.sort_by_key(|entry| std::cmp::Reverse(entry.0.version));
@@ -103,14 +123,13 @@ pub fn choose(entries: &[(BootEntry, String)], counter: &mut BootCounter) -> Opt
         *counter = BootCounter { deployment: Some(default_deployment.clone()), failed_boots: 0, good: false };
     }
     let short = |id: &str| id.get(..12).unwrap_or(id).to_string();
-    if let Some((previous, previous_deployment)) = sorted.get(1)
-        && !counter.good
-        && counter.failed_boots >= BOOT_ATTEMPTS
-    {
+    let exhausted = !counter.good && counter.failed_boots >= BOOT_ATTEMPTS;
+    if exhausted && let Some((previous, previous_deployment)) = sorted.get(1) {
         return Some(Choice {
             entry: previous.clone(),
             deployment: previous_deployment.clone(),
             fallback: true,
+            boot_counter: None,
             reason: format!(
                 "{} failed {} boots: booting the previous deployment {}",
                 short(default_deployment),
@@ -119,16 +138,40 @@ pub fn choose(entries: &[(BootEntry, String)], counter: &mut BootCounter) -> Opt
             ),
         });
     }
-    let reason = if counter.good {
-        format!("deployment {} (healthy)", short(default_deployment))
+    let (boot_counter, reason) = if counter.good {
+        (None, format!("deployment {} (healthy)", short(default_deployment)))
+    } else if exhausted {
+        (
+            None,
+            format!(
+                "deployment {} failed {} boots, no deployment to fall back to: booting it again, \
+                 uncounted (greenboot's red scripts run)",
+                short(default_deployment),
+                counter.failed_boots
+            ),
+        )
     } else {
-        format!("deployment {}, attempt {} of {BOOT_ATTEMPTS}", short(default_deployment), counter.failed_boots + 1)
+        let attempt = counter.failed_boots + 1;
+        (
+            Some(BOOT_ATTEMPTS - counter.failed_boots),
+            format!("deployment {}, attempt {attempt} of {BOOT_ATTEMPTS}", short(default_deployment)),
+        )
     };
-    Some(Choice { entry: default.clone(), deployment: default_deployment.clone(), fallback: false, reason })
+    Some(Choice {
+        entry: default.clone(),
+        deployment: default_deployment.clone(),
+        fallback: false,
+        boot_counter,
+        reason,
+    })
 }
 
 /// Records how a boot of `choice` ended.
-pub fn record(choice: &Choice, verdict: Verdict, counter: &mut BootCounter) {
+pub fn record(choice: &Choice, outcome: Outcome, counter: &mut BootCounter) {
+    let verdict = match outcome {
+        Outcome::HostFault => return,
+        Outcome::Os(verdict) => verdict,
+    };
     if choice.fallback {
         // A healthy fallback boot made the rollback permanent (the guest
         // undeployed the failed deployment before saying so). If that
@@ -148,7 +191,8 @@ pub fn record(choice: &Choice, verdict: Verdict, counter: &mut BootCounter) {
             counter.good = true;
             counter.failed_boots = 0;
         }
-        Verdict::Unhealthy => counter.failed_boots += 1,
+        // Saturating: a guest left red for years must not wrap its count.
+        Verdict::Unhealthy => counter.failed_boots = counter.failed_boots.saturating_add(1),
     }
 }
 
@@ -190,24 +234,27 @@ initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
         assert_eq!(ostree_arg(&entry), Some("/ostree/boot.1/debian/4a5b/0"));
     }
 
-    /// Runs boots with the given verdicts over two entries (`new` default,
-    /// `old` previous) and shows what booted each time.
-    #[track_caller]
-    fn check(verdicts: &[Verdict], expect: Expect) {
-        let entry = |version: u64| BootEntry {
+    fn entry(version: u64) -> BootEntry {
+        BootEntry {
             file: format!("ostree-{version}-debian.conf"),
             title: String::new(),
             version,
             linux: "vmlinuz".into(),
             initrd: "initrd".into(),
             options: String::new(),
-        };
+        }
+    }
+
+    /// Runs boots with the given verdicts over two entries (`new` default,
+    /// `old` previous) and shows what booted each time.
+    #[track_caller]
+    fn check(verdicts: &[Verdict], expect: Expect) {
         let entries = vec![(entry(1), "old.0".to_string()), (entry(2), "new.0".to_string())];
         let mut counter = BootCounter { deployment: Some("old.0".into()), failed_boots: 0, good: true };
         let mut log = String::new();
         for verdict in verdicts {
             let choice = choose(&entries, &mut counter).unwrap();
-            record(&choice, *verdict, &mut counter);
+            record(&choice, Outcome::Os(*verdict), &mut counter);
             log.push_str(&format!("{} ({}) -> {verdict:?}\n", choice.deployment, choice.reason));
         }
         expect.assert_eq(&log);
@@ -244,6 +291,125 @@ initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
                 new.0 (deployment new.0 (healthy)) -> Unhealthy
             "#]],
         );
+    }
+
+    /// A fresh install: one deployment, nothing to fall back to. After its
+    /// three attempts it boots again, uncounted, as GRUB does.
+    #[test]
+    fn one_deployment_keeps_booting_after_three_red_boots() {
+        let entries = vec![(entry(1), "only.0".to_string())];
+        let mut counter = BootCounter::default();
+        let mut log = String::new();
+        for _ in 0..6 {
+            let choice = choose(&entries, &mut counter).unwrap();
+            record(&choice, Outcome::Os(Verdict::Unhealthy), &mut counter);
+            log.push_str(&format!("{} counter={:?} ({})\n", choice.deployment, choice.boot_counter, choice.reason));
+        }
+        expect![[r#"
+            only.0 counter=Some(3) (deployment only.0, attempt 1 of 3)
+            only.0 counter=Some(2) (deployment only.0, attempt 2 of 3)
+            only.0 counter=Some(1) (deployment only.0, attempt 3 of 3)
+            only.0 counter=None (deployment only.0 failed 3 boots, no deployment to fall back to: booting it again, uncounted (greenboot's red scripts run))
+            only.0 counter=None (deployment only.0 failed 4 boots, no deployment to fall back to: booting it again, uncounted (greenboot's red scripts run))
+            only.0 counter=None (deployment only.0 failed 5 boots, no deployment to fall back to: booting it again, uncounted (greenboot's red scripts run))
+        "#]].assert_eq(&log);
+    }
+
+    /// Boots with random outcomes over entries that change at random (a new
+    /// deployment staged, the old one undeployed), against a model of
+    /// greenboot's rules: the counter never panics or leaves its bounds, a
+    /// fallback comes only after three OS failures of a deployment that never
+    /// passed, and host faults change nothing.
+    #[test]
+    fn random_boot_sequences_keep_greenboots_rules() {
+        for seed in 0..2000u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut next_version = 1u64;
+            let mut entries: Vec<(BootEntry, String)> = Vec::new();
+            for _ in 0..rng.usize(1..=3) {
+                entries.push((entry(next_version), format!("d{next_version}.0")));
+                next_version += 1;
+            }
+            // Any counter a boot.json could hold, overflowing ones included.
+            let good = rng.bool();
+            let failed_boots = match (good, rng.u8(..10)) {
+                (true, _) => 0,
+                (false, 0) => u32::MAX - rng.u32(..3),
+                (false, _) => rng.u32(..5),
+            };
+            let mut counter = BootCounter {
+                deployment: rng.bool().then(|| entries[entries.len() - 1].1.clone()),
+                failed_boots,
+                good,
+            };
+            // The model: OS failures of the current default since it became
+            // the default, and whether it passed once.
+            let mut model: Option<(String, u32, bool)> = None;
+            let mut trace = Vec::new();
+            for _ in 0..rng.usize(1..40) {
+                match rng.u8(..10) {
+                    0 => {
+                        entries.push((entry(next_version), format!("d{next_version}.0")));
+                        next_version += 1;
+                    }
+                    1 if entries.len() > 1 => {
+                        let index = rng.usize(..entries.len());
+                        entries.remove(index);
+                    }
+                    _ => {}
+                }
+                let before = counter.clone();
+                let choice = choose(&entries, &mut counter).expect("entries are never empty");
+                let default = entries.iter().max_by_key(|(entry, _)| entry.version).unwrap().1.clone();
+                let outcome = match rng.u8(..4) {
+                    0 => Outcome::Os(Verdict::Healthy),
+                    1 => Outcome::Os(Verdict::Unhealthy),
+                    // A hang: no verdict, which the launcher counts as red.
+                    2 => Outcome::Os(Verdict::Unhealthy),
+                    _ => Outcome::HostFault,
+                };
+                trace.push(format!("{:?} -> {} {:?}", before, choice.reason, outcome));
+                let fresh = before.deployment.as_deref() != Some(default.as_str());
+                if fresh || model.as_ref().is_none_or(|(deployment, ..)| *deployment != default) {
+                    let (failed, good) = if fresh { (0, false) } else { (before.failed_boots, before.good) };
+                    model = Some((default.clone(), failed, good));
+                }
+                let (_, model_failed, model_good) = model.clone().unwrap();
+                let context = || trace.join("\n");
+                assert!(!choice.reason.contains("attempt 4"), "{}", context());
+                if let Some(left) = choice.boot_counter {
+                    assert!((1..=BOOT_ATTEMPTS).contains(&left), "counter {left}:\n{}", context());
+                }
+                if choice.fallback {
+                    assert!(model_failed >= BOOT_ATTEMPTS && !model_good, "early fallback:\n{}", context());
+                    assert_ne!(choice.deployment, default, "{}", context());
+                } else {
+                    assert_eq!(choice.deployment, default, "{}", context());
+                    let has_previous = entries.len() > 1;
+                    assert!(
+                        model_good || model_failed < BOOT_ATTEMPTS || !has_previous,
+                        "no fallback after {model_failed} failures:\n{}",
+                        context()
+                    );
+                }
+                let chosen = counter.clone();
+                record(&choice, outcome, &mut counter);
+                match outcome {
+                    Outcome::HostFault => assert_eq!(counter, chosen, "a host fault was counted:\n{}", context()),
+                    Outcome::Os(verdict) if !choice.fallback && !model_good => {
+                        let failed = match verdict {
+                            Verdict::Healthy => 0,
+                            Verdict::Unhealthy => model_failed.saturating_add(1),
+                        };
+                        model = Some((default.clone(), failed, verdict == Verdict::Healthy));
+                        assert_eq!(counter.failed_boots, failed, "{}", context());
+                    }
+                    Outcome::Os(Verdict::Healthy) if choice.fallback => model = None,
+                    Outcome::Os(_) => {}
+                }
+                assert!(!(counter.good && counter.failed_boots > 0), "good with failures:\n{}", context());
+            }
+        }
     }
 
     #[test]

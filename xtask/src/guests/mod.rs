@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     graph::{StageId, StageKind},
-    lab::Lab,
+    lab::{AccelSetting, Lab},
     store::Store,
     tools::{self, qemu::Accel},
 };
@@ -50,6 +50,12 @@ pub struct GuestState {
     /// Seconds a boot may take to print a health verdict before it counts
     /// as failed and qemu is stopped.
     pub boot_timeout_s: u64,
+    /// The accelerator the launcher boots the guest with now, and why
+    /// (written by the launcher at every boot, shown by `lab status`).
+    #[serde(default)]
+    pub accel: Option<Accel>,
+    #[serde(default)]
+    pub accel_reason: Option<String>,
 }
 
 /// One line of `boots.jsonl`, per boot.
@@ -69,7 +75,37 @@ pub struct BootRecord {
     pub seconds: f64,
     pub accel: Accel,
     pub reason: String,
+    /// The host's accelerator failed under this boot (qemu's own message):
+    /// it was stopped and is no attempt of the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_fault: Option<String>,
 }
+
+/// `accel.json` in the store's run state: the accelerator this host gives
+/// the lab's guests when the lab says `accel "auto"`, and why. The first
+/// KVM fault of a real boot rewrites it to TCG, which then stays until the
+/// user asks again (`accel "kvm"`, `EDGELAB_ACCEL=kvm`, or removing the
+/// file to probe again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccelState {
+    pub accel: Accel,
+    pub reason: String,
+    /// qemu's message, when a fault put this host on TCG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_fault: Option<String>,
+    #[serde(default)]
+    pub since_unix: u64,
+}
+
+/// The accelerator a launcher starts with, and why (for its log and status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelChoice {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+/// Overrides the lab's `accel` (auto, kvm or tcg); CI sets it.
+pub const ACCEL_ENV: &str = "EDGELAB_ACCEL";
 
 /// Default seconds a boot gets to report its health (TCG boots take 30-40 s).
 pub const DEFAULT_BOOT_TIMEOUT_S: u64 = 600;
@@ -111,14 +147,77 @@ pub fn boots(dir: &Path) -> Vec<BootRecord> {
         .collect()
 }
 
-/// The accelerator, probed once and kept in run state.
-pub fn accel(store: &Store) -> anyhow::Result<Accel> {
-    if let Some(accel) = store.load_state("accel.json").and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
-        return Ok(accel);
+/// The accelerator the lab's guests start with: `EDGELAB_ACCEL`, else the
+/// lab's `accel`; `auto` takes run state's `accel.json`, probing KVM once
+/// when it is missing (a boot sector proves little, so a fault of a real
+/// boot still switches to TCG, see `record_host_fault`).
+pub fn accel(lab: &Lab, store: &Store) -> anyhow::Result<AccelChoice> {
+    let (setting, source) = match std::env::var(ACCEL_ENV) {
+        Ok(word) if !word.is_empty() => {
+            let setting = AccelSetting::from_word(&word)
+                .with_context(|| format!("{ACCEL_ENV}={word}: expected one of {}", AccelSetting::WORDS.join(", ")))?;
+            (setting, format!("{ACCEL_ENV}={word}"))
+        }
+        _ => (lab.accel, format!("lab.kdl accel \"{}\"", lab.accel.as_str())),
+    };
+    accel_for(setting, &source, store)
+}
+
+/// The accelerator for `setting`, asked for by `source` (for the reason).
+pub fn accel_for(setting: AccelSetting, source: &str, store: &Store) -> anyhow::Result<AccelChoice> {
+    let asked = |accel: Accel| AccelChoice { accel, reason: format!("{source} asks for it") };
+    match setting {
+        AccelSetting::Tcg => return Ok(asked(Accel::Tcg)),
+        AccelSetting::Kvm => return Ok(asked(Accel::Kvm)),
+        AccelSetting::Auto => {}
     }
-    let accel = tools::qemu::probe_accel(&store.run_dir("probe")?)?;
-    store.save_state("accel.json", &serde_json::to_vec(&accel)?)?;
-    Ok(accel)
+    let state = match load_accel_state(store) {
+        Some(state) => state,
+        None => {
+            let accel = tools::qemu::probe_accel(&store.run_dir("probe")?)?;
+            let reason = match accel {
+                Accel::Kvm => "a boot sector ran under KVM (probe)",
+                Accel::Tcg => "KVM did not run a boot sector here (probe), or /dev/kvm is missing",
+            };
+            let state = AccelState { accel, reason: reason.into(), host_fault: None, since_unix: unix_now() };
+            store.save_state(ACCEL_STATE, &serde_json::to_vec_pretty(&state)?)?;
+            state
+        }
+    };
+    Ok(AccelChoice { accel: state.accel, reason: format!("{source}: {}", state.reason) })
+}
+
+/// What `accel.json` holds, if anything (an older store's bare `"kvm"` too).
+pub fn load_accel_state(store: &Store) -> Option<AccelState> {
+    let bytes = store.load_state(ACCEL_STATE)?;
+    if let Ok(state) = serde_json::from_slice::<AccelState>(&bytes) {
+        return Some(state);
+    }
+    let accel: Accel = serde_json::from_slice(&bytes).ok()?;
+    Some(AccelState { accel, reason: "probed by an older edgelab".into(), host_fault: None, since_unix: 0 })
+}
+
+/// Puts this host on TCG after qemu reported `fault` under KVM; it stays so
+/// until the user asks again. Returns the reason recorded.
+pub fn record_host_fault(store: &Store, fault: &str) -> anyhow::Result<String> {
+    let reason = format!(
+        "KVM faulted under a guest (qemu: \"{fault}\"): TCG on this host until asked again \
+         ({ACCEL_ENV}=kvm or accel \"kvm\" in lab.kdl; remove run/{ACCEL_STATE} to probe again)"
+    );
+    let state = AccelState {
+        accel: Accel::Tcg,
+        reason: reason.clone(),
+        host_fault: Some(fault.to_string()),
+        since_unix: unix_now(),
+    };
+    store.save_state(ACCEL_STATE, &serde_json::to_vec_pretty(&state)?)?;
+    Ok(reason)
+}
+
+const ACCEL_STATE: &str = "accel.json";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// What `prepare` did to a guest's disk.

@@ -148,6 +148,24 @@ pub fn spawn(machine: &Machine, log: &Path) -> anyhow::Result<Child> {
     cmd.spawn_logged(log).with_context(|| format!("starting qemu for {}", machine.disk.display()))
 }
 
+/// What qemu prints (on stderr, which the launcher keeps in `qemu.log`)
+/// when the host's accelerator fails under a guest, from qemu's
+/// `accel/kvm/kvm-all.c`: `kvm_handle_internal_error` prints "KVM internal
+/// error. Suberror: %d" (then "emulation failure" for suberror 1) and stops
+/// the VM in the `internal-error` run state, paused, with no console output;
+/// `kvm_init` fails with "Could not access KVM kernel module: %m" and
+/// "failed to initialize kvm: %s" and qemu exits.
+pub const ACCEL_FAULTS: [&str; 4] =
+    ["KVM internal error", "emulation failure", "failed to initialize kvm", "Could not access KVM kernel module"];
+
+/// The first line of qemu's own output that says its accelerator failed.
+pub fn accel_fault(qemu_output: &str) -> Option<String> {
+    qemu_output
+        .lines()
+        .find(|line| ACCEL_FAULTS.iter().any(|fault| line.contains(fault)))
+        .map(|line| line.trim().to_string())
+}
+
 /// Whether KVM really runs guest code here: a 512-byte boot sector that
 /// writes to qemu's debug-exit port must end qemu with its code within a few
 /// seconds. `/dev/kvm` alone proves nothing: without nested virtualisation
@@ -197,4 +215,19 @@ fn probe_boot_sector() -> Vec<u8> {
 
 fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemus_accelerator_faults_are_recognised() {
+        let internal = "KVM internal error. Suberror: 1\nextra data[0]: 0x0000000000000001\nemulation failure\nRAX=0";
+        assert_eq!(accel_fault(internal).as_deref(), Some("KVM internal error. Suberror: 1"));
+        let init = "Could not access KVM kernel module: No such file or directory\n\
+                    qemu-system-x86_64: failed to initialize kvm: No such file or directory";
+        assert_eq!(accel_fault(init).as_deref(), Some("Could not access KVM kernel module: No such file or directory"));
+        assert_eq!(accel_fault("qemu-system-x86_64: terminating on signal 15 from pid 1"), None);
+    }
 }

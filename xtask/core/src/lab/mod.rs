@@ -25,6 +25,9 @@ pub struct Lab {
     /// Folder relative paths in the lab resolve against (the file's folder).
     pub root: PathBuf,
     pub backends: Backends,
+    /// How the local world's guests run their code (`accel` in the `lab`
+    /// node); `EDGELAB_ACCEL` overrides it at run time.
+    pub accel: AccelSetting,
     pub network: Network,
     pub registry: Registry,
     pub containers: Vec<Container>,
@@ -60,6 +63,42 @@ pub struct Backends {
     pub compose: Option<Backend>,
     pub boot_media: Option<Backend>,
     pub guests: Option<Backend>,
+}
+
+/// The accelerator the lab asks for its local guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccelSetting {
+    /// KVM when a probe says it runs guest code, TCG otherwise; the first
+    /// KVM fault of a real boot switches the host to TCG until asked again.
+    #[default]
+    Auto,
+    /// KVM, asked for: probed never, still left for TCG on a fault (a
+    /// hypervisor fault is no reason to lose the boot).
+    Kvm,
+    /// TCG always: slower, never faults.
+    Tcg,
+}
+
+impl AccelSetting {
+    /// The words `accel` takes, in the lab file and in `EDGELAB_ACCEL`.
+    pub const WORDS: [&'static str; 3] = ["auto", "kvm", "tcg"];
+
+    pub fn from_word(word: &str) -> Option<AccelSetting> {
+        match word {
+            "auto" => Some(AccelSetting::Auto),
+            "kvm" => Some(AccelSetting::Kvm),
+            "tcg" => Some(AccelSetting::Tcg),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccelSetting::Auto => "auto",
+            AccelSetting::Kvm => "kvm",
+            AccelSetting::Tcg => "tcg",
+        }
+    }
 }
 
 /// A value the lab may leave to be discovered from the host.

@@ -19,9 +19,9 @@ use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::{
-    Auto, Backend, Backends, Blueprint, BootIso, Container, ContainerBuild, ContainerTag, FileServer, Guest, GuestRole,
-    Image, ImageType, Ipv4Cidr, Kickstart, Lab, Network, PackageAction, PackageMapping, Registry, StoreSettings,
-    VrrpState,
+    AccelSetting, Auto, Backend, Backends, Blueprint, BootIso, Container, ContainerBuild, ContainerTag, FileServer,
+    Guest, GuestRole, Image, ImageType, Ipv4Cidr, Kickstart, Lab, Network, PackageAction, PackageMapping, Registry,
+    StoreSettings, VrrpState,
 };
 use crate::diag::{self, Diagnostic, Diagnostics, PlainLayout};
 
@@ -94,7 +94,7 @@ const TOP_LEVEL: &[&str] = &[
 ];
 const TOP_LEVEL_REPEATED: &[&str] = &["container", "blueprint", "image", "guest"];
 
-const LAB: Shape = Shape { max_args: 1, props: &[], children: Some(&["backend", "backends"]), repeated: &[] };
+const LAB: Shape = Shape { max_args: 1, props: &[], children: Some(&["backend", "backends", "accel"]), repeated: &[] };
 const BACKENDS: Shape =
     Shape { max_args: 0, props: &[], children: Some(&["registry", "compose", "boot-media", "guests"]), repeated: &[] };
 const NETWORK: Shape = Shape {
@@ -228,7 +228,7 @@ impl Parser<'_> {
         let mut spans = Spans::default();
         self.check_block(doc, TOP_LEVEL, TOP_LEVEL_REPEATED, "at the top level");
 
-        let (name, backends) = self.lab_node(doc, &mut spans);
+        let (name, backends, accel) = self.lab_node(doc, &mut spans);
         let network = self.network(first(doc, "network"));
         let registry = self.registry(first(doc, "registry"), &mut spans);
         let containers: Vec<Container> = nodes(doc, "container").map(|node| self.container(node, &mut spans)).collect();
@@ -253,6 +253,7 @@ impl Parser<'_> {
             file: file.to_path_buf(),
             root: self.root.clone(),
             backends,
+            accel,
             network,
             registry,
             containers,
@@ -267,7 +268,7 @@ impl Parser<'_> {
         }
     }
 
-    fn lab_node(&mut self, doc: &KdlDocument, spans: &mut Spans) -> (String, Backends) {
+    fn lab_node(&mut self, doc: &KdlDocument, spans: &mut Spans) -> (String, Backends, AccelSetting) {
         let mut backends =
             Backends { default: Backend::Auto, registry: None, compose: None, boot_media: None, guests: None };
         let Some(node) = first(doc, "lab") else {
@@ -277,7 +278,7 @@ impl Parser<'_> {
                 "",
                 Some("start the file with: lab \"my-lab\" { backend \"auto\" }".into()),
             );
-            return (String::new(), backends);
+            return (String::new(), backends, AccelSetting::Auto);
         };
         spans.lab_span = Some(node.name().span());
         self.check_shape(node, &LAB);
@@ -299,7 +300,12 @@ impl Parser<'_> {
                 }
             }
         }
-        (name.map(|it| it.value).unwrap_or_default(), backends)
+        let mut accel = AccelSetting::Auto;
+        if let Some(value) = self.string(node, Slot::Child("accel"), Need::Optional, "accel \"auto\"") {
+            let index = self.choice(&value, "accelerator", &AccelSetting::WORDS);
+            accel = index.and_then(|index| AccelSetting::from_word(AccelSetting::WORDS[index])).unwrap_or_default();
+        }
+        (name.map(|it| it.value).unwrap_or_default(), backends, accel)
     }
 
     fn backend(&mut self, value: &Spanned<String>) -> Backend {

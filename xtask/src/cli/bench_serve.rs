@@ -69,6 +69,8 @@ pub struct BenchReport {
     pub repo: RepoStats,
     pub settings: Settings,
     pub servers: Vec<ServerResult>,
+    /// Servers not measured, and why.
+    pub skipped: Vec<String>,
     /// edgelab (log file) and nginx (access log) under wrk in alternating
     /// rounds, both running throughout: the figure the goal is
     /// about, measured so that other load on a shared machine falls on
@@ -251,6 +253,17 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
         fixture.stats.objects,
         fixture.stats.object_bytes as f64 / 1e6
     );
+    // A server whose program is missing is left out and named in the
+    // report, so one missing compiler does not cost the other figures.
+    let mut skipped = Vec::new();
+    let mut config = config.clone();
+    for (kind, program, package) in [(ServerKind::Go, "go", "golang-go"), (ServerKind::Nginx, "nginx", "nginx-light")] {
+        if config.servers.contains(&kind) && tools::which(program).is_none() {
+            skipped.push(format!("{}: `{program}` not found (apt-get install {package})", kind.label()));
+            config.servers.retain(|server| *server != kind);
+        }
+    }
+    let config = &config;
     let binaries = build_binaries(config, work_dir)?;
     let mut servers = Vec::new();
     for &kind in &config.servers {
@@ -259,8 +272,10 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
             .with_context(|| format!("benchmarking {}", kind.label()))?;
         servers.push(result);
     }
+    let has_nginx = config.servers.contains(&ServerKind::Nginx);
     let head_to_head = match (config.head_to_head_rounds, config.wrk_duration) {
         (0, _) | (_, None) => None,
+        _ if !has_nginx => None,
         (rounds, Some(duration)) => {
             eprintln!("bench serve: edgelab against nginx, {rounds} alternating rounds");
             Some(
@@ -290,6 +305,7 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
             n_rotated_objects: fixture.object_paths.len(),
         },
         servers,
+        skipped,
         head_to_head,
         load_average_start,
         load_average_end: load_average(),
@@ -445,6 +461,9 @@ pub fn render_table(report: &BenchReport) -> String {
             versus.cpu_ratio.small_object,
             versus.cpu_ratio.objects
         ));
+    }
+    for skipped in &report.skipped {
+        table.push_str(&format!("not measured: {skipped}\n"));
     }
     table.push_str(&format!(
         "load average {:.2} at the start, {:.2} at the end\n",

@@ -50,6 +50,39 @@ pub fn content_type_for(path: &Path) -> &'static str {
     let Some(extension) = path.extension().and_then(|extension| extension.to_str()) else {
         return DEFAULT_CONTENT_TYPE;
     };
+    content_type_for_extension(extension)
+}
+
+/// `content_type_for` on a `/`-separated relative path, as the handler
+/// has it: the extension as `Path::extension` finds it (after the file
+/// name's last dot, none for `.hidden`), without building a `Path`.
+pub(crate) fn content_type_for_name(relative: &str) -> &'static str {
+    // One backwards scan for the last `.` of the last segment.
+    let bytes = relative.as_bytes();
+    for byte_idx in (0..bytes.len()).rev() {
+        match bytes[byte_idx] {
+            b'/' => return DEFAULT_CONTENT_TYPE,
+            b'.' => {
+                let starts_name = byte_idx == 0 || bytes[byte_idx - 1] == b'/';
+                return match starts_name {
+                    true => DEFAULT_CONTENT_TYPE,
+                    false => content_type_for_extension(&relative[byte_idx + 1..]),
+                };
+            }
+            _ => {}
+        }
+    }
+    DEFAULT_CONTENT_TYPE
+}
+
+/// The longest extension in `CONTENT_TYPES`: OSTree's (`filez`,
+/// `dirtree`, `commit`...) are all longer, so they skip the table.
+const LONGEST_EXTENSION: usize = 4;
+
+fn content_type_for_extension(extension: &str) -> &'static str {
+    if extension.len() > LONGEST_EXTENSION {
+        return DEFAULT_CONTENT_TYPE;
+    }
     CONTENT_TYPES
         .iter()
         .find(|(known, _)| known.eq_ignore_ascii_case(extension))
@@ -63,6 +96,12 @@ mod tests {
     #[track_caller]
     fn check(path: &str, expect: &str) {
         assert_eq!(content_type_for(Path::new(path)), expect, "{path}");
+        assert_eq!(content_type_for_name(path.trim_start_matches('/')), expect, "{path} by name");
+    }
+
+    #[test]
+    fn no_extension_is_longer_than_the_shortcut_allows() {
+        assert!(CONTENT_TYPES.iter().all(|(extension, _)| extension.len() <= LONGEST_EXTENSION));
     }
 
     #[test]
@@ -74,5 +113,8 @@ mod tests {
         check("/srv/objects/ab/cd.filez", DEFAULT_CONTENT_TYPE);
         check("/srv/config", DEFAULT_CONTENT_TYPE);
         check("/srv/.hidden", DEFAULT_CONTENT_TYPE);
+        check("/srv/..tar", "application/x-tar");
+        check("/srv/name.", DEFAULT_CONTENT_TYPE);
+        check("edge.iso", "application/x-iso9660-image");
     }
 }

@@ -12,23 +12,22 @@
 //! stream in chunks through `tokio::fs`, whose reads do use the blocking pool.
 
 use std::io::{Seek, SeekFrom};
-use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, IF_RANGE, RANGE};
+use hyper::header::{
+    ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, IF_RANGE, RANGE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 
 use crate::Shared;
 use crate::body::{Content, Exchange, ResponseBody, Tally};
-use crate::content_type::content_type_for;
+use crate::content_type::content_type_for_name;
 use crate::counters::ClientCounters;
 use crate::range::{ByteRange, Selection, parse_range, select};
-use crate::resolve::{OpenFailure, Reject, RootDir, open_confined, resolve_path};
+use crate::resolve::{OpenFailure, Reject, RootDir, open_confined, resolve_relative};
 
 /// The reserved path that serves the counters as JSON instead of a file.
 pub const COUNTERS_PATH: &str = "/.edgelab/counters";
@@ -69,7 +68,7 @@ struct Reply {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     client: Arc<ClientCounters>,
-    peer: SocketAddr,
+    peer: Arc<str>,
     request: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let raw_path = request.uri().path();
@@ -99,14 +98,14 @@ pub(crate) async fn handle(
     if raw_path.starts_with(RESERVED_PREFIX) {
         return reply.error(StatusCode::NOT_FOUND);
     }
-    let path = match resolve_path(&reply.shared.root.path, raw_path) {
-        Ok(path) => path,
+    let relative = match resolve_relative(raw_path) {
+        Ok(relative) => relative,
         Err(reject) => return reply.rejected(reject),
     };
     let range = requested_range(&request, is_head);
-    let content_type = content_type_for(&path);
+    let content_type = content_type_for_name(&relative);
 
-    match open_and_load(&reply.shared.root, &path, range, is_head) {
+    match open_and_load(&reply.shared.root, relative, range, is_head) {
         Ok(opened) => reply.file(opened, content_type, is_head),
         Err(OpenFailure::Rejected(reject)) => reply.rejected(reject),
         Err(OpenFailure::NotFound) => reply.error(StatusCode::NOT_FOUND),
@@ -129,8 +128,13 @@ fn requested_range(request: &Request<Incoming>, is_head: bool) -> Option<ByteRan
 }
 
 /// Opens the file and loads it if it is small; see the module comment.
-fn open_and_load(root: &RootDir, path: &Path, range: Option<ByteRange>, is_head: bool) -> Result<Opened, OpenFailure> {
-    let (mut file, metadata) = open_confined(root, path)?;
+fn open_and_load(
+    root: &RootDir,
+    relative: String,
+    range: Option<ByteRange>,
+    is_head: bool,
+) -> Result<Opened, OpenFailure> {
+    let (mut file, metadata) = open_confined(root, relative)?;
     let file_len = metadata.len();
     let selection = select(range, file_len);
     let (first, length) = match selection {
@@ -141,14 +145,49 @@ fn open_and_load(root: &RootDir, path: &Path, range: Option<ByteRange>, is_head:
     let loaded = if is_head || length == 0 {
         Loaded::Nothing
     } else if length <= SMALL_FILE_BYTES {
-        let mut buffer = vec![0; length as usize];
-        file.read_exact_at(&mut buffer, first).map_err(OpenFailure::Io)?;
-        Loaded::Bytes(Bytes::from(buffer))
+        Loaded::Bytes(read_at(&file, first, length as usize).map_err(OpenFailure::Io)?)
     } else {
         file.seek(SeekFrom::Start(first)).map_err(OpenFailure::Io)?;
         Loaded::File(file)
     };
     Ok(Opened { file_len, selection, loaded })
+}
+
+/// Reads `length` bytes at `offset` into a fresh buffer that is never
+/// zeroed first: `vec![0; n]` then `read_exact_at` spent more instructions
+/// clearing the buffer (calloc's memset) than the rest of the request's
+/// user-space work on a 16 KB object.
+fn read_at(file: &std::fs::File, offset: u64, length: usize) -> std::io::Result<Bytes> {
+    let mut buffer: Vec<u8> = Vec::with_capacity(length);
+    while buffer.len() < length {
+        let filled = buffer.len();
+        let spare = &mut buffer.spare_capacity_mut()[..length - filled];
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes that
+        // outlives the call; pread writes at most that many.
+        let n_read = unsafe {
+            libc::pread(
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + filled as u64) as libc::off_t,
+            )
+        };
+        match n_read {
+            n if n > 0 => {
+                // SAFETY: pread initialised the first `n` bytes of the spare
+                // capacity, and `n <= spare.len()`.
+                unsafe { buffer.set_len(filled + n as usize) }
+            }
+            0 => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shrank while it was read")),
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(Bytes::from(buffer))
 }
 
 fn counters_response(shared: &Shared, method: &Method) -> Response<ResponseBody> {
@@ -203,12 +242,20 @@ impl Reply {
         self.exchange.status = status;
         let mut response = Response::new(self.into_body(content, body_length));
         *response.status_mut() = status;
+        // Sized once for what goes in, instead of growing on the first
+        // inserts: two allocations fewer per request.
+        *response.headers_mut() = HeaderMap::with_capacity(4);
         let headers = response.headers_mut();
         if status != StatusCode::RANGE_NOT_SATISFIABLE {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
         headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        // hyper writes Content-Length itself from the body's exact size
+        // (straight into its buffer, no header value to allocate); a HEAD
+        // body is empty, so there it must be given.
+        if is_head {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        }
         if let Some(content_range) = content_range {
             // Digits, spaces, `-`, `/` and `*` only: always a valid value.
             if let Ok(value) = HeaderValue::from_str(&content_range) {

@@ -274,11 +274,13 @@ async fn serve_connection(
     // segment of each one.
     let _ = stream.set_nodelay(true);
     let client = shared.counters.client(peer.ip());
+    // Formatted once here rather than in every request's log line.
+    let peer: Arc<str> = peer.to_string().into();
     let activity = Arc::new(Activity { last_active_ms: AtomicU64::new(millis_since(shared.epoch)) });
     let watched = WatchedStream { stream, activity: activity.clone(), epoch: shared.epoch };
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
-        let response = handler::handle(service_shared.clone(), client.clone(), peer, request);
+        let response = handler::handle(service_shared.clone(), client.clone(), peer.clone(), request);
         async move { Ok::<_, Infallible>(response.await) }
     });
     let connection = shared.http.serve_connection(TokioIo::new(watched), service);

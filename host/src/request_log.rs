@@ -72,6 +72,16 @@ impl RequestLog {
         self.wants_request_lines
     }
 
+    /// Appends one request line, written by `write` straight into the
+    /// pending buffer (the newline is added here).
+    pub(crate) fn write_request_line_with(&self, write: impl FnOnce(&mut String)) {
+        if let (true, Some(shared)) = (self.wants_request_lines, &self.shared) {
+            let mut pending = lock(&shared.pending);
+            write(&mut pending);
+            pending.push('\n');
+        }
+    }
+
     pub(crate) fn write_request_line(&self, line: std::fmt::Arguments<'_>) {
         if let (true, Some(shared)) = (self.wants_request_lines, &self.shared) {
             let mut pending = lock(&shared.pending);
@@ -111,7 +121,16 @@ fn write_periodically(shared: &Arc<Shared>) {
 }
 
 fn write_pending(shared: &Shared, sink: &mut Sink) {
-    let batch = std::mem::take(&mut *lock(&shared.pending));
+    // The next batch starts with the room this one needed, so a busy
+    // server does not regrow the buffer every interval.
+    let batch = {
+        let mut pending = lock(&shared.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let capacity = pending.capacity();
+        std::mem::replace(&mut *pending, String::with_capacity(capacity))
+    };
     if batch.is_empty() {
         return;
     }

@@ -15,7 +15,6 @@ use std::ffi::{CStr, CString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -101,23 +100,38 @@ impl std::fmt::Display for Reject {
 ///
 /// A trailing slash is allowed (`/dir/` names `dir`); `/` names the root.
 pub fn resolve_path(root: &Path, raw_uri_path: &str) -> Result<PathBuf, Reject> {
+    let relative = resolve_relative(raw_uri_path)?;
+    Ok(match relative.is_empty() {
+        true => root.to_path_buf(),
+        false => root.join(relative),
+    })
+}
+
+/// `resolve_path` without the root: the decoded path relative to it
+/// (`objects/ab/cd.filez`, empty for the root), checked segment by
+/// segment. This is what the server uses: one allocation, sized for the
+/// `openat2` call's terminating NUL, and no `PathBuf` to build and take
+/// apart again (that cost more than the rest of the checks together).
+pub(crate) fn resolve_relative(raw_uri_path: &str) -> Result<String, Reject> {
     let Some(relative) = raw_uri_path.strip_prefix('/') else {
         return Err(Reject::NotAbsolute);
     };
+    if let Some(plain) = plain_relative(relative) {
+        return Ok(plain);
+    }
     // Checking the raw text first refuses a backslash whatever its position,
     // before decoding could give it another meaning.
     if relative.contains('\\') {
         return Err(Reject::Backslash);
     }
-    let mut path = root.to_path_buf();
+    let mut path = String::with_capacity(relative.len() + 1);
     if relative.is_empty() {
         return Ok(path);
     }
-    let segments: Vec<&str> = relative.split('/').collect();
-    let n_segments = segments.len();
-    for (segment_idx, raw_segment) in segments.into_iter().enumerate() {
+    let mut segments = relative.split('/').peekable();
+    while let Some(raw_segment) = segments.next() {
         if raw_segment.is_empty() {
-            let is_trailing_slash = segment_idx + 1 == n_segments;
+            let is_trailing_slash = segments.peek().is_none();
             if is_trailing_slash {
                 break;
             }
@@ -125,9 +139,47 @@ pub fn resolve_path(root: &Path, raw_uri_path: &str) -> Result<PathBuf, Reject> 
         }
         let segment = percent_decode_segment(raw_segment)?;
         check_segment(&segment)?;
-        path.push(&*segment);
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(&segment);
     }
     Ok(path)
+}
+
+/// The common case in one pass over the bytes: printable ASCII without `%`
+/// or `\\` (every OSTree object path), so nothing needs decoding and the
+/// only segment checks left are empty, `.` and `..` segments. `None` sends
+/// the path the general way, which gives the precise rejection.
+fn plain_relative(relative: &str) -> Option<String> {
+    let bytes = relative.as_bytes();
+    let mut segment_start = 0;
+    for (byte_idx, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b'/' => {
+                let segment = &bytes[segment_start..byte_idx];
+                if matches!(segment, b"" | b"." | b"..") {
+                    return None;
+                }
+                segment_start = byte_idx + 1;
+            }
+            b'%' | b'\\' => return None,
+            0x21..=0x7e => {}
+            // Space is allowed but uncommon; control bytes and non-ASCII
+            // go the general way.
+            _ => return None,
+        }
+    }
+    let last_segment = &bytes[segment_start..];
+    let trimmed = match last_segment {
+        // A trailing slash (`/dir/`), or the root itself.
+        b"" => &relative[..relative.len().saturating_sub(1)],
+        b"." | b".." => return None,
+        _ => relative,
+    };
+    let mut path = String::with_capacity(trimmed.len() + 1);
+    path.push_str(trimmed);
+    Some(path)
 }
 
 /// The served root: its canonical path, and the folder held open for
@@ -164,10 +216,16 @@ impl RootDir {
 /// canonicalize, check the prefix, open without following. Canonicalizing
 /// costs an `lstat` per path component, which for OSTree's
 /// `repo/objects/xx/yyy.filez` is most of a small request's system calls.
-pub(crate) fn open_confined(root: &RootDir, path: &Path) -> Result<(File, Metadata), OpenFailure> {
-    let file = match open_beneath(root, path) {
-        Some(opened) => opened.map_err(open_failure_from_io)?,
-        None => open_canonical(&root.path, path)?,
+pub(crate) fn open_confined(root: &RootDir, relative: String) -> Result<(File, Metadata), OpenFailure> {
+    let file = match open_beneath(root, relative) {
+        Ok(opened) => opened.map_err(open_failure_from_io)?,
+        Err(relative) => {
+            let path = match relative.is_empty() {
+                true => root.path.clone(),
+                false => root.path.join(relative),
+            };
+            open_canonical(&root.path, &path)?
+        }
     };
     let metadata = file.metadata().map_err(OpenFailure::Io)?;
     if metadata.is_dir() {
@@ -179,22 +237,30 @@ pub(crate) fn open_confined(root: &RootDir, path: &Path) -> Result<(File, Metada
     Ok((file, metadata))
 }
 
-/// `openat2` beneath the root; `None` when the slow path must decide.
-fn open_beneath(root: &RootDir, path: &Path) -> Option<io::Result<File>> {
-    let fd = root.fd.as_ref()?;
-    let relative = path.strip_prefix(&root.path).ok()?;
-    let relative = match relative.as_os_str().is_empty() {
-        true => CString::new("."),
-        false => CString::new(relative.as_os_str().as_bytes()),
-    }
-    .ok()?;
-    match openat2_beneath(fd, &relative) {
-        Ok(file) => Some(Ok(file)),
+/// `openat2` beneath the root; `Err` hands `relative` back when the slow
+/// path must decide.
+fn open_beneath(root: &RootDir, relative: String) -> Result<io::Result<File>, String> {
+    let Some(fd) = root.fd.as_ref() else { return Err(relative) };
+    let text = match relative.is_empty() {
+        true => String::from("."),
+        false => relative,
+    };
+    // Decoded segments hold no NUL (`check_segment`), so this cannot fail;
+    // it reuses the string's allocation.
+    let c_relative = match CString::new(text) {
+        Ok(c_relative) => c_relative,
+        Err(error) => return Err(String::from_utf8_lossy(&error.into_vec()).into_owned()),
+    };
+    match openat2_beneath(fd, &c_relative) {
+        Ok(file) => Ok(Ok(file)),
         Err(error) => match error.raw_os_error() {
             // Leaving the root (EXDEV), a magic link or too many links
             // (ELOOP), a concurrent rename (EAGAIN), or no openat2 at all.
-            Some(libc::EXDEV | libc::ELOOP | libc::EAGAIN | libc::ENOSYS | libc::EPERM | libc::EINVAL) => None,
-            _ => Some(Err(error)),
+            Some(libc::EXDEV | libc::ELOOP | libc::EAGAIN | libc::ENOSYS | libc::EPERM | libc::EINVAL) => {
+                let text = c_relative.into_string().unwrap_or_default();
+                Err(if text == "." { String::new() } else { text })
+            }
+            _ => Ok(Err(error)),
         },
     }
 }
@@ -424,7 +490,7 @@ mod tests {
         std::fs::create_dir(served.path().join("dir")).unwrap();
         let root = RootDir::open(std::fs::canonicalize(served.path()).unwrap());
 
-        let open = |raw: &str| open_confined(&root, &resolve_path(&root.path, raw).unwrap());
+        let open = |raw: &str| open_confined(&root, resolve_relative(raw).unwrap());
         assert!(matches!(open("/escape/secret"), Err(OpenFailure::Rejected(Reject::OutsideRoot))));
         assert!(matches!(open("/escape"), Err(OpenFailure::Rejected(Reject::OutsideRoot))));
         assert!(open("/alias").is_ok());

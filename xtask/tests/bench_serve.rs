@@ -18,6 +18,7 @@ fn harness_measures_edgelab_on_a_tiny_repo() {
         wrk_duration: Some(Duration::from_secs(1)),
         wrk_threads: 1,
         wrk_connections: 4,
+        head_to_head_rounds: 0,
     };
     let report = measure(&config, temp.path()).unwrap();
 

@@ -122,7 +122,12 @@ fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
         .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default())
         .map(|log| log.lines().filter(|line| line.contains(" 10.88.0.1:") && line.contains("GET /repo/")).count())
         .sum();
-    assert!(host_pulls >= 2 * 1000, "the lab file server logged {host_pulls} install requests from 10.88.0.1");
+    // Two installs, each through the served repo's from-scratch delta: a
+    // handful of requests each, not one per object (thousands).
+    assert!(
+        (2 * 5..=2 * 50).contains(&host_pulls),
+        "the lab file server logged {host_pulls} install requests from 10.88.0.1 (two installs, at most 50 each)"
+    );
     assert!(served as usize >= host_pulls, "the file server counts {served} requests, its log {host_pulls}");
     eprintln!("the lab file server served {served} requests, {host_pulls} of them to the installs");
 

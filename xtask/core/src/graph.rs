@@ -333,7 +333,8 @@ pub fn build(lab: &Lab) -> Graph {
             lab.images.iter().map(|image| (image.name.clone(), json!(image.parent))).collect();
         stages.push(Stage {
             id: StageId::new(StageKind::Repo, "served"),
-            schema: 1,
+            // 2: from-scratch deltas for every image, small parent deltas inline.
+            schema: 2,
             backend: Backend::Auto,
             params: params([("parents", json!(parents))]),
             files: BTreeMap::new(),

@@ -57,6 +57,8 @@ pub struct BenchConfig {
     pub wrk_duration: Option<Duration>,
     pub wrk_threads: u32,
     pub wrk_connections: u32,
+    /// Rounds of the edgelab (log file) against nginx comparison; 0 skips it.
+    pub head_to_head_rounds: usize,
 }
 
 /// The whole result, as written to `serve.json`.
@@ -68,6 +70,44 @@ pub struct BenchReport {
     pub repo: RepoStats,
     pub settings: Settings,
     pub servers: Vec<ServerResult>,
+    /// Servers not measured, and why.
+    pub skipped: Vec<String>,
+    /// edgelab (log file) and nginx (access log) under wrk in alternating
+    /// rounds, both running throughout: the figure the goal is
+    /// about, measured so that other load on a shared machine falls on
+    /// both alike.
+    pub head_to_head: Option<HeadToHead>,
+    /// /proc/loadavg (1, 5, 15 minutes) when the run started and ended:
+    /// other work on the machine shows here.
+    pub load_average_start: [f64; 3],
+    pub load_average_end: [f64; 3],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadToHead {
+    pub edgelab: String,
+    pub against: String,
+    pub rounds: Vec<HeadToHeadRound>,
+    /// Median requests per second, edgelab over nginx (>= 1.0: edgelab at
+    /// least as fast).
+    pub rps_ratio: PerLoad<f64>,
+    /// Median server CPU per request, nginx over edgelab (>= 1.0: edgelab
+    /// spends no more CPU per request).
+    pub cpu_ratio: PerLoad<f64>,
+    pub edgelab_median_rps: PerLoad<f64>,
+    pub against_median_rps: PerLoad<f64>,
+    pub edgelab_median_cpu_us_per_request: PerLoad<f64>,
+    pub against_median_cpu_us_per_request: PerLoad<f64>,
+}
+
+/// One round: each server's wrk runs, the order swapped every round.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadToHeadRound {
+    pub first: String,
+    pub edgelab_rps: PerLoad<f64>,
+    pub against_rps: PerLoad<f64>,
+    pub edgelab_cpu_us_per_request: PerLoad<f64>,
+    pub against_cpu_us_per_request: PerLoad<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +205,7 @@ impl BenchConfig {
             wrk_duration: Some(Duration::from_secs(5)),
             wrk_threads: 2,
             wrk_connections: 32,
+            head_to_head_rounds: 5,
         }
     }
 }
@@ -198,6 +239,7 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
 
 /// Builds the repository in `work_dir` and measures every configured server.
 pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchReport> {
+    let load_average_start = load_average();
     eprintln!("bench serve: generating {} + {} files and committing them", config.n_small_files, config.n_large_files);
     let fixture = build_fixture(config, work_dir)?;
     eprintln!(
@@ -205,6 +247,17 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
         fixture.stats.objects,
         fixture.stats.object_bytes as f64 / 1e6
     );
+    // A server whose program is missing is left out and named in the
+    // report, so one missing compiler does not cost the other figures.
+    let mut skipped = Vec::new();
+    let mut config = config.clone();
+    for (kind, program, package) in [(ServerKind::Go, "go", "golang-go"), (ServerKind::Nginx, "nginx", "nginx-light")] {
+        if config.servers.contains(&kind) && tools::which(program).is_none() {
+            skipped.push(format!("{}: `{program}` not found (apt-get install {package})", kind.label()));
+            config.servers.retain(|server| *server != kind);
+        }
+    }
+    let config = &config;
     let binaries = build_binaries(config, work_dir)?;
     let mut servers = Vec::new();
     for &kind in &config.servers {
@@ -213,6 +266,18 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
             .with_context(|| format!("benchmarking {}", kind.label()))?;
         servers.push(result);
     }
+    let has_nginx = config.servers.contains(&ServerKind::Nginx);
+    let head_to_head = match (config.head_to_head_rounds, config.wrk_duration) {
+        (0, _) | (_, None) => None,
+        _ if !has_nginx => None,
+        (rounds, Some(duration)) => {
+            eprintln!("bench serve: edgelab against nginx, {rounds} alternating rounds");
+            Some(
+                head_to_head(config, rounds, duration, &binaries, &fixture, work_dir)
+                    .context("comparing edgelab with nginx")?,
+            )
+        }
+    };
     Ok(BenchReport {
         date: utc_now(),
         machine: machine(),
@@ -234,7 +299,118 @@ pub fn measure(config: &BenchConfig, work_dir: &Path) -> anyhow::Result<BenchRep
             n_rotated_objects: fixture.object_paths.len(),
         },
         servers,
+        skipped,
+        head_to_head,
+        load_average_start,
+        load_average_end: load_average(),
     })
+}
+
+/// Both servers up at once; each round runs wrk on the small object and
+/// on the rotating objects against one, then the other, swapping who goes
+/// first, and reads each server's CPU time around its own runs.
+fn head_to_head(
+    config: &BenchConfig,
+    rounds: usize,
+    duration: Duration,
+    binaries: &Binaries,
+    fixture: &Fixture,
+    work_dir: &Path,
+) -> anyhow::Result<HeadToHead> {
+    let kinds = [ServerKind::EdgelabLogged, ServerKind::Nginx];
+    let mut servers = Vec::new();
+    for kind in kinds {
+        let dir = work_dir.join(format!("head-to-head-{}", kind.label().replace(|c: char| !c.is_alphanumeric(), "-")));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let server = start_server(kind, binaries, &fixture.served_root, &dir)?;
+        servers.push((server, dir));
+    }
+    let small_paths = [fixture.small_object_path.clone()];
+    let mut results = Vec::new();
+    for round_idx in 0..rounds {
+        let order: [usize; 2] = if round_idx % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut measured: [Option<(PerLoad<f64>, PerLoad<f64>)>; 2] = [None, None];
+        for server_idx in order {
+            let (server, dir) = &servers[server_idx];
+            let base_url = format!("http://{}", server.listen);
+            let load = |paths| WrkLoad {
+                base_url: &base_url,
+                paths,
+                threads: config.wrk_threads,
+                connections: config.wrk_connections,
+                duration,
+            };
+            let pid = server.child.id();
+            let cpu_start = process_tree_cpu_seconds(pid);
+            let small = tools::wrk::run(&load(&small_paths), dir)?;
+            let cpu_middle = process_tree_cpu_seconds(pid);
+            let objects = tools::wrk::run(&load(&fixture.object_paths), dir)?;
+            let cpu_end = process_tree_cpu_seconds(pid);
+            let per_request = |seconds: f64, requests: u64| seconds * 1e6 / requests.max(1) as f64;
+            if small.errors + objects.errors > 0 {
+                bail!("wrk saw {} errors against {}", small.errors + objects.errors, kinds[server_idx].label());
+            }
+            measured[server_idx] = Some((
+                PerLoad { small_object: small.requests_per_second, objects: objects.requests_per_second },
+                PerLoad {
+                    small_object: per_request(cpu_middle - cpu_start, small.requests),
+                    objects: per_request(cpu_end - cpu_middle, objects.requests),
+                },
+            ));
+        }
+        let [Some((edgelab_rps, edgelab_cpu)), Some((against_rps, against_cpu))] = measured else {
+            bail!("a server was not measured in round {round_idx}");
+        };
+        eprintln!(
+            "bench serve: round {}: edgelab {:.0}/{:.0} rps, nginx {:.0}/{:.0} rps (small/objects)",
+            round_idx + 1,
+            edgelab_rps.small_object,
+            edgelab_rps.objects,
+            against_rps.small_object,
+            against_rps.objects
+        );
+        results.push(HeadToHeadRound {
+            first: kinds[order[0]].label().into(),
+            edgelab_rps,
+            against_rps,
+            edgelab_cpu_us_per_request: edgelab_cpu,
+            against_cpu_us_per_request: against_cpu,
+        });
+    }
+    drop(servers);
+    let medians = |pick: &dyn Fn(&HeadToHeadRound) -> &PerLoad<f64>| PerLoad {
+        small_object: median(&results.iter().map(|round| pick(round).small_object).collect::<Vec<_>>()),
+        objects: median(&results.iter().map(|round| pick(round).objects).collect::<Vec<_>>()),
+    };
+    let edgelab_rps = medians(&|round| &round.edgelab_rps);
+    let against_rps = medians(&|round| &round.against_rps);
+    let edgelab_cpu = medians(&|round| &round.edgelab_cpu_us_per_request);
+    let against_cpu = medians(&|round| &round.against_cpu_us_per_request);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Ok(HeadToHead {
+        edgelab: ServerKind::EdgelabLogged.label().into(),
+        against: ServerKind::Nginx.label().into(),
+        rps_ratio: PerLoad {
+            small_object: ratio(edgelab_rps.small_object, against_rps.small_object),
+            objects: ratio(edgelab_rps.objects, against_rps.objects),
+        },
+        cpu_ratio: PerLoad {
+            small_object: ratio(against_cpu.small_object, edgelab_cpu.small_object),
+            objects: ratio(against_cpu.objects, edgelab_cpu.objects),
+        },
+        edgelab_median_rps: edgelab_rps,
+        against_median_rps: against_rps,
+        edgelab_median_cpu_us_per_request: edgelab_cpu,
+        against_median_cpu_us_per_request: against_cpu,
+        rounds: results,
+    })
+}
+
+/// The 1, 5 and 15 minute load averages, zeros when unreadable.
+fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|field| field.parse::<f64>().unwrap_or(0.0));
+    [(); 3].map(|()| fields.next().unwrap_or(0.0))
 }
 
 /// The results as a table for people.
@@ -268,6 +444,25 @@ pub fn render_table(report: &BenchReport) -> String {
             server.server, server.pull_seconds.median
         ));
     }
+    if let Some(versus) = &report.head_to_head {
+        table.push_str(&format!(
+            "{} / {} over {} alternating rounds: rps {:.2}x (2KB obj), {:.2}x (objects); cpu per request {:.2}x, {:.2}x (nginx / edgelab)\n",
+            versus.edgelab,
+            versus.against,
+            versus.rounds.len(),
+            versus.rps_ratio.small_object,
+            versus.rps_ratio.objects,
+            versus.cpu_ratio.small_object,
+            versus.cpu_ratio.objects
+        ));
+    }
+    for skipped in &report.skipped {
+        table.push_str(&format!("not measured: {skipped}\n"));
+    }
+    table.push_str(&format!(
+        "load average {:.2} at the start, {:.2} at the end\n",
+        report.load_average_start[0], report.load_average_end[0]
+    ));
     table
 }
 

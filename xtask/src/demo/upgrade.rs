@@ -67,7 +67,9 @@ pub fn rollback_steps(demo: &mut Demo) -> anyhow::Result<()> {
     demo.measure("install_bytes", install.bytes_sent as f64);
     demo.step(
         "the upgrade fetched far less than the install",
-        "under a tenth of the install's requests and bytes (a static delta)",
+        // Both are a handful of requests now (the install pulls a
+        // from-scratch delta), so only the bytes tell them apart.
+        "under a tenth of the install's bytes (a static delta)",
         |_| {
             let seen = format!(
                 "upgrade {} requests, {:.3} MB; install {} requests, {:.3} MB",
@@ -76,10 +78,7 @@ pub fn rollback_steps(demo: &mut Demo) -> anyhow::Result<()> {
                 install.requests,
                 install.bytes_sent as f64 / 1e6
             );
-            match pulled.requests > 0
-                && pulled.requests * 10 < install.requests
-                && pulled.bytes_sent * 10 < install.bytes_sent
-            {
+            match pulled.requests > 0 && pulled.bytes_sent * 10 < install.bytes_sent {
                 true => Ok(seen),
                 false => bail!("{seen}"),
             }

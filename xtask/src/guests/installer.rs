@@ -111,11 +111,7 @@ pub fn install_sysroot(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Ins
 /// the way `ostree admin upgrade` would in the guest; /etc is carried over
 /// by ostree's three-way merge.
 pub fn pull_and_deploy(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Installed> {
-    let wanted = match &spec.commit {
-        Some(commit) => format!("{}@{commit}", spec.ostree_ref),
-        None => spec.ostree_ref.clone(),
-    };
-    ostree_sysroot::pull(sysroot, REMOTE_NAME, &wanted, spec.pull_url.as_deref())?;
+    pull(spec, sysroot)?;
     let refspec = format!("{REMOTE_NAME}:{}", spec.ostree_ref);
     let commit = ostree_sysroot::rev_parse(sysroot, &refspec)?;
     if let Some(wanted) = &spec.commit
@@ -130,6 +126,29 @@ pub fn pull_and_deploy(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Ins
         bail!("deployed {} but the default deployment is {}", commit, default.id);
     }
     Ok(Installed { commit, deployment: default.id.clone() })
+}
+
+/// Pulls `spec`'s commit (or its ref's newest) into the sysroot's repo.
+///
+/// Into an empty repo ostree takes the served repo's from-scratch static
+/// delta (a few large parts; `stages::repo`). The commit object comes
+/// first, on its own: ostree 2022.7 (Debian 12) writes the delta's commit
+/// and then also walks it for missing objects while the delta's parts are
+/// still downloading, so it fetched every object loose as well (ostree
+/// issue 2053, fixed in 2023.7; measured: 1 delta part plus 501 loose
+/// objects, twice the bytes). With the commit already present that walk
+/// never starts; the pull is then the summary, the delta's index and
+/// superblock, and its parts. The commit is pulled by id, not ref, since a
+/// local ref would make ostree prefer an object pull to a from-scratch delta.
+pub fn pull(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<()> {
+    let wanted = match &spec.commit {
+        Some(commit) => {
+            ostree_sysroot::pull_commit_metadata(sysroot, REMOTE_NAME, commit, spec.pull_url.as_deref())?;
+            format!("{}@{commit}", spec.ostree_ref)
+        }
+        None => spec.ostree_ref.clone(),
+    };
+    ostree_sysroot::pull(sysroot, REMOTE_NAME, &wanted, spec.pull_url.as_deref())
 }
 
 /// Writes `sysroot` into a sparse ext4 image of `size_bytes`.

@@ -1,8 +1,10 @@
 //! The `repo` stage: the served OSTree repo. Every image's edge-commit
 //! tarball is extracted safely (`compose::tarball`) and pulled into one
 //! archive-mode repo, parents before children (so a shared ref ends on the
-//! newest image), then a static delta from each image's parent to it (an
-//! upgrade downloads a few files instead of thousands) and the summary.
+//! newest image), then static deltas and the summary: from nothing to each
+//! image's commit (an install downloads a few large parts instead of one
+//! request per object) and from each image's parent to it (an upgrade
+//! downloads a few files instead of thousands).
 //!
 //! The repo is the stage's artifact, `out/repo`: immutable once published;
 //! the file server serves it at `/repo/`. Output digest: sha256 over the
@@ -17,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use super::{StageCtx, StageOutput};
 use crate::{
     compose::tarball,
-    tools::ostree::{Depth, Repo, RepoMode},
+    tools::ostree::{DeltaFrom, DeltaParts, Depth, Repo, RepoMode},
 };
 
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
@@ -57,20 +59,22 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     }
     std::fs::remove_dir_all(&unpack_root).ok();
 
-    let mut deltas = Vec::new();
+    let mut plans = Vec::new();
     for image in &order {
-        let Some(parent) = parents.get(image).cloned().flatten() else { continue };
-        let Some((_, from)) = commits.get(&parent) else {
-            bail!("image `{image}`: its parent `{parent}` is not among the repo's images");
+        let to = commits[image].1.clone();
+        let from = match parents.get(image).cloned().flatten() {
+            Some(parent) => match commits.get(&parent) {
+                Some((_, from)) => Some((parent, from.clone())),
+                None => bail!("image `{image}`: its parent `{parent}` is not among the repo's images"),
+            },
+            None => None,
         };
-        let to = &commits[image].1;
-        ctx.progress.note(&format!("static delta {parent} -> {image}"));
-        repo.generate_static_delta(from, to)
-            .with_context(|| format!("generating the static delta from `{parent}` to `{image}`"))?;
-        deltas.push(format!("{from}-{to}"));
+        plans.push(DeltaPlan { image: image.clone(), parent: from, to });
     }
+    let mut deltas = generate_deltas(&repo, &plans, &|note| ctx.progress.note(note))?;
     repo.update_summary()?;
     deltas.sort();
+    deltas.dedup();
 
     let mut pairs: Vec<(String, String)> = commits.values().cloned().collect();
     pairs.sort();
@@ -94,6 +98,55 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
             "delta_bytes": delta_bytes,
         }),
     })
+}
+
+/// One image's static deltas: from nothing to its commit, and from its
+/// parent's commit when it has a parent among the repo's images.
+#[derive(Debug, Clone)]
+pub struct DeltaPlan {
+    pub image: String,
+    /// The parent image's name and commit.
+    pub parent: Option<(String, String)>,
+    pub to: String,
+}
+
+/// A parent delta at most this big is regenerated with its parts inside
+/// the superblock: an upgrade then fetches one delta file instead of two,
+/// and a client holding a few MiB in memory is no burden. A bigger one
+/// (a kernel or a large package changed) keeps its parts apart, as
+/// ostree streams those.
+pub const INLINE_DELTA_BYTES: u64 = 8 << 20;
+
+/// Generates every plan's deltas and returns their names (`FROM-TO`, and
+/// `TO` for the from-scratch ones).
+///
+/// The from-scratch delta is what makes an install a handful of requests:
+/// a pull with no local commit takes it from the summary by itself (libostree
+/// `get_best_static_delta_start_for`: a "scratch" match, used when the pull
+/// has no local ref), fetching the commit's objects as a few large
+/// compressed parts instead of one request per object (8,988 requests for
+/// the demo's image otherwise). The installer pulls through it
+/// (`guests::installer`); Anaconda's `ostreesetup` pulls into an empty
+/// repo, so it takes it too.
+pub fn generate_deltas(repo: &Repo, plans: &[DeltaPlan], note: &dyn Fn(&str)) -> anyhow::Result<Vec<String>> {
+    let mut deltas = Vec::new();
+    for plan in plans {
+        note(&format!("static delta from scratch -> {}", plan.image));
+        repo.generate_delta(DeltaFrom::Empty, &plan.to, DeltaParts::Separate)
+            .with_context(|| format!("generating the from-scratch static delta of `{}`", plan.image))?;
+        deltas.push(plan.to.clone());
+        let Some((parent, from)) = &plan.parent else { continue };
+        note(&format!("static delta {parent} -> {}", plan.image));
+        let what = || format!("generating the static delta from `{parent}` to `{}`", plan.image);
+        repo.generate_delta(DeltaFrom::Commit(from), &plan.to, DeltaParts::Separate).with_context(what)?;
+        let name = format!("{from}-{}", plan.to);
+        if repo.static_delta_bytes(&name).with_context(what)? <= INLINE_DELTA_BYTES {
+            repo.delete_static_delta(&name).with_context(what)?;
+            repo.generate_delta(DeltaFrom::Commit(from), &plan.to, DeltaParts::Inline).with_context(what)?;
+        }
+        deltas.push(name);
+    }
+    Ok(deltas)
 }
 
 /// Extracts a compose's tarball and pulls its commit into `repo`, moving

@@ -75,6 +75,24 @@ pub enum Depth {
     Parents(u32),
 }
 
+/// Where a static delta starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaFrom<'a> {
+    /// From nothing (`--empty`): what a pull into an empty repo uses.
+    Empty,
+    /// From this commit, e.g. the parent of `to`.
+    Commit(&'a str),
+}
+
+/// Where a static delta's parts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaParts {
+    /// One file per part beside the superblock.
+    Separate,
+    /// Inside the superblock (`--inline`).
+    Inline,
+}
+
 const LONG: Duration = Duration::from_secs(3600);
 
 /// `ostree --version`'s `Version:` line, e.g. `2022.7`.
@@ -227,12 +245,40 @@ impl Repo {
 
     /// Generates the static delta `from` -> `to`.
     pub fn generate_static_delta(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        self.cmd("static-delta")
-            .arg("generate")
-            .arg(format!("--from={from}"))
-            .arg(format!("--to={to}"))
-            .timeout(LONG)
-            .run()?;
+        self.generate_delta(DeltaFrom::Commit(from), to, DeltaParts::Separate)
+    }
+
+    /// Generates the static delta to `to` from `from`, its parts in their
+    /// own files or inside the superblock (one request fewer to fetch it,
+    /// but the client holds the whole delta in memory).
+    pub fn generate_delta(&self, from: DeltaFrom, to: &str, parts: DeltaParts) -> anyhow::Result<()> {
+        let mut cmd = self.cmd("static-delta").arg("generate");
+        cmd = match from {
+            DeltaFrom::Empty => cmd.arg("--empty"),
+            DeltaFrom::Commit(from) => cmd.arg(format!("--from={from}")),
+        };
+        if parts == DeltaParts::Inline {
+            cmd = cmd.arg("--inline");
+        }
+        cmd.arg(format!("--to={to}")).timeout(LONG).run()?;
+        Ok(())
+    }
+
+    /// The bytes of a static delta's files (superblock and parts) as the
+    /// repo holds them; the name is `FROM-TO`, or `TO` for a from-scratch one.
+    pub fn static_delta_bytes(&self, name: &str) -> anyhow::Result<u64> {
+        let dir = self.path.join("deltas").join(delta_dir(name)?);
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            bytes += entry.metadata().with_context(|| format!("reading {}", entry.path().display()))?.len();
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes the static delta `name` (`FROM-TO` or `TO`).
+    pub fn delete_static_delta(&self, name: &str) -> anyhow::Result<()> {
+        self.cmd("static-delta").arg("delete").arg(name).run()?;
         Ok(())
     }
 
@@ -341,6 +387,37 @@ fn ostree() -> Cmd {
     Cmd::new("ostree")
 }
 
+/// The folder under `deltas/` of delta `name`, as libostree names it: the
+/// commits in modified base64 (`/` as `_`), the first two characters of
+/// the first one as a folder (`_ostree_get_relative_static_delta_path`).
+fn delta_dir(name: &str) -> anyhow::Result<String> {
+    let encode = |commit: &str| -> anyhow::Result<String> {
+        let bytes = hex::decode(commit).with_context(|| format!("`{commit}` in delta `{name}` is not a commit id"))?;
+        if bytes.len() != 32 {
+            bail!("`{commit}` in delta `{name}` is not a commit id");
+        }
+        Ok(base64_unpadded(&bytes).replace('/', "_"))
+    };
+    let joined = match name.split_once('-') {
+        Some((from, to)) => format!("{}-{}", encode(from)?, encode(to)?),
+        None => encode(name)?,
+    };
+    Ok(format!("{}/{}", &joined[..2], &joined[2..]))
+}
+
+fn base64_unpadded(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 fn parse_commit_table(text: &str) -> anyhow::Result<CommitStats> {
     let mut stats = CommitStats::default();
     for line in text.lines() {
@@ -413,6 +490,21 @@ fn repo_flag(repo: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_delta_folders_as_libostree_does() {
+        // Seen on disk: `ostree static-delta generate --empty` and `--from`.
+        let (from, to) = (
+            "3843f20eea767d526fb0086ba6cab76e3883de6ce2083c4d0472755b7bd3ebfd",
+            "eed1008fb8b1c4027cdf74b1402cdb7e8349ed854e885f57157c7230159429f4",
+        );
+        assert_eq!(delta_dir(from).unwrap(), "OE/PyDup2fVJvsAhrpsq3bjiD3mziCDxNBHJ1W3vT6_0");
+        assert_eq!(
+            delta_dir(&format!("{from}-{to}")).unwrap(),
+            "OE/PyDup2fVJvsAhrpsq3bjiD3mziCDxNBHJ1W3vT6_0-7tEAj7ixxAJ833SxQCzbfoNJ7YVOiF9XFXxyMBWUKfQ"
+        );
+        assert!(delta_dir("nothex").is_err());
+    }
 
     #[test]
     fn parses_commit_table() {

@@ -51,6 +51,18 @@ pub fn pull(sysroot: &Path, remote: &str, ostree_ref: &str, url: Option<&str>) -
     Ok(())
 }
 
+/// Pulls only the commit object `commit` from remote `name` (`--commit-metadata-only`),
+/// by its id so that no local ref is made: a later pull of the ref still
+/// finds no local commit to start from and takes the from-scratch delta.
+pub fn pull_commit_metadata(sysroot: &Path, remote: &str, commit: &str, url: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = ostree().arg(repo_flag(sysroot)).args(["pull", "--commit-metadata-only"]);
+    if let Some(url) = url {
+        cmd = cmd.arg(format!("--url={url}"));
+    }
+    cmd.args([remote, commit]).run().with_context(|| format!("pulling the commit object {commit} from {remote}"))?;
+    Ok(())
+}
+
 /// Deploys `refspec` (`edge:rhel/8/x86_64/edge` or a commit) for `os` with
 /// these kernel arguments; it becomes the default deployment.
 pub fn deploy(sysroot: &Path, os: &str, refspec: &str, kargs: &[String]) -> anyhow::Result<()> {

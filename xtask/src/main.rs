@@ -86,6 +86,10 @@ enum LabCommand {
         /// Only these stages and what they need (`compose v2`, `v2`).
         #[arg(long, num_args = 1..)]
         only: Vec<String>,
+        /// Run these stages even when cached (`compose v1`); what follows
+        /// them runs only if their output changed.
+        #[arg(long, num_args = 1.., value_name = "STAGE")]
+        rebuild: Vec<String>,
         /// Replace these guests' disks with their newest install (local world).
         #[arg(long, value_name = "GUEST")]
         reinstall: Vec<String>,
@@ -180,7 +184,7 @@ fn main() {
         .init();
     let global = &args.global;
     let result = match &args.command {
-        Command::Lab(LabCommand::Up { only, reinstall }) => cli::lab_cmd::up(global, only, reinstall),
+        Command::Lab(LabCommand::Up { only, rebuild, reinstall }) => cli::lab_cmd::up(global, only, rebuild, reinstall),
         Command::Lab(LabCommand::Plan { explain, json }) => cli::lab_cmd::plan_cmd(global, *explain, *json),
         Command::Lab(LabCommand::Status) => cli::lab_cmd::status(global),
         Command::Lab(LabCommand::Down) => cli::lab_cmd::down(global),

@@ -28,7 +28,7 @@ pub fn e2e(global: &Global) -> anyhow::Result<()> {
         local_world(&session)?;
         fresh_lab(&session)?;
     }
-    super::lab_cmd::up(global, &[], &[]).context("e2e: bringing the lab up")?;
+    super::lab_cmd::up(global, &[], &[], &[]).context("e2e: bringing the lab up")?;
     println!("e2e: lab up in {:.1}s", started.elapsed().as_secs_f64());
     let session = Session::load(global)?;
     let mut reports = Vec::new();

@@ -26,12 +26,14 @@ pub fn compute_plan(session: &Session) -> anyhow::Result<Plan> {
     Ok(plan::plan(&session.graph, &facts, &session.store, &stages::capability))
 }
 
-pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Result<()> {
+pub fn up(global: &Global, only: &[String], rebuild: &[String], reinstall: &[String]) -> anyhow::Result<()> {
     let session = Session::load(global)?;
-    let mut wanted = Vec::new();
+    let mut targets = runner::Targets::default();
     for name in only {
-        let id = parse_stage(&session, name)?;
-        wanted.push(id);
+        targets.wanted.push(parse_stage(&session, name).context("--only")?);
+    }
+    for name in rebuild {
+        targets.rebuild.insert(parse_stage(&session, name).context("--rebuild")?);
     }
     let lock = session.store.lock(global.lock_wait())?;
     let facts = session.facts()?;
@@ -43,7 +45,7 @@ pub fn up(global: &Global, only: &[String], reinstall: &[String]) -> anyhow::Res
             .with_context(|| format!("bringing up the lab network (namespace {netns})"))?;
     }
     let progress = Progress::new(global.quiet);
-    let summary = runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &wanted, &progress);
+    let summary = runner::run_targets(&session.lab, &session.graph, &facts, &session.store, &lock, &targets, &progress);
     print!("{}", summary.render());
     if summary.failed() {
         bail!("some stages failed (see above)");
@@ -70,7 +72,8 @@ fn ensure_services(session: &Session) -> anyhow::Result<()> {
         let used = match service {
             crate::services::Service::Registry => !session.lab.containers.is_empty(),
             crate::services::Service::FileServer => {
-                !session.lab.images.is_empty() && crate::services::file_server::served_root(&session.store).is_ok()
+                !session.lab.images.is_empty()
+                    && crate::services::file_server::served_root(&session.lab, &session.store).is_ok()
             }
         };
         if !used {
@@ -153,5 +156,4 @@ pub fn parse_stage(session: &Session, text: &str) -> anyhow::Result<StageId> {
             Err(anyhow::anyhow!("`{text}` is ambiguous: say {}", names.join(" or ")))
         }
     }
-    .context("--only")
 }

@@ -79,6 +79,28 @@ const DRACUT_DRIVERS: &str = "virtio_pci virtio_blk virtio_net";
 /// Bump when the base recipe changes what a base holds.
 const BASE_SCHEMA: u32 = 1;
 
+/// The time every compose without a parent is made at (2024-01-01 00:00:00
+/// UTC), as `SOURCE_DATE_EPOCH` and as the commit's timestamp; a compose
+/// with a parent is made one second after its parent. Time then comes from
+/// the inputs, never the clock, so the same inputs give the same commit id,
+/// and an upgrade is never "chronologically older" than the commit it
+/// replaces (ostree refuses those).
+pub const EPOCH: i64 = 1_704_067_200;
+
+/// Files a package install or a user add writes from the clock or from
+/// the build host's state, removed from every tree before it is committed:
+/// logs of the build's apt and dpkg runs (dated lines), and ldconfig's
+/// cache of file stamps. (The guest starts them afresh.)
+const BUILD_TRACES: &[&str] = &[
+    "var/log/dpkg.log",
+    "var/log/alternatives.log",
+    "var/log/bootstrap.log",
+    "var/log/apt/history.log",
+    "var/log/apt/term.log",
+    "var/log/apt/eipp.log.xz",
+    "var/cache/ldconfig/aux-cache",
+];
+
 /// Composes edge commits with mmdebstrap and ostree.
 #[derive(Debug, Clone)]
 pub struct LocalComposer {
@@ -330,6 +352,8 @@ fn compose(
     notes.packages = plan;
 
     let build_repo = Repo::init(composer.build_repo(), RepoMode::Bare)?;
+    ensure_parent(&build_repo, request)?;
+    let epoch = source_date_epoch(&build_repo, request)?;
     let work_root = composer.cache_dir.join("work");
     fs::create_dir_all(&work_root).with_context(|| format!("creating {}", work_root.display()))?;
     empty_trash(&work_root);
@@ -353,13 +377,13 @@ fn compose(
     let extras: Vec<String> = wanted.iter().filter(|name| !base.packages.contains(name)).cloned().collect();
     if !extras.is_empty() {
         progress.note(&format!("installing {} into the base", extras.join(", ")));
-        install_extra_packages(composer, &base, &tree, &extras)?;
+        install_extra_packages(composer, &base, &tree, &extras, epoch)?;
         notes.extra_packages_installed = extras;
         clock.lap(&mut notes, "extra packages");
     }
 
     let packages = installed_packages(&tree)?;
-    notes.customizations_not_applied = apply_customizations(&tree, &request.blueprint)?;
+    notes.customizations_not_applied = apply_customizations(&tree, &request.blueprint, epoch)?;
     for what in &notes.customizations_not_applied {
         progress.note(&format!("customization not applied: {what}"));
     }
@@ -369,7 +393,6 @@ fn compose(
     clock.lap(&mut notes, "reshape");
 
     progress.note("committing");
-    ensure_parent(&build_repo, request)?;
     let version = request.blueprint.get("version").and_then(Value::as_str).map(str::to_string);
     let subject = format!("edgelab local compose of image {}", request.image);
     let stats = build_repo.commit(&CommitRequest {
@@ -381,6 +404,7 @@ fn compose(
         bootable: true,
         link_checkout_speedup: true,
         consume: false,
+        timestamp: Some(epoch),
     })?;
     let commit = stats.commit.clone();
     clock.lap(&mut notes, "commit");
@@ -461,6 +485,7 @@ fn find_or_build_base(
         mirrors: &mirrors,
         apt_cache: &composer.apt_cache(),
         keep_lists: Some(&lists),
+        source_date_epoch: EPOCH,
     })
     .with_context(|| format!("bootstrapping Debian {} with {}", composer.suite, wanted.join(" ")))?;
 
@@ -468,6 +493,7 @@ fn find_or_build_base(
     progress.note(&format!("building the initramfs for {kernel}"));
     build_initramfs(&rootfs, &kernel)?;
     clear_for_commit(&rootfs)?;
+    remove_build_traces(&rootfs)?;
     progress.note("storing the base in the build repo");
     let stats = build_repo.commit(&CommitRequest {
         branch: &format!("edgelab/base/{}", &key[..16]),
@@ -478,6 +504,7 @@ fn find_or_build_base(
         bootable: false,
         link_checkout_speedup: false,
         consume: true,
+        timestamp: Some(EPOCH),
     })?;
     fs::remove_dir_all(&rootfs).ok();
     let base = Base {
@@ -533,10 +560,17 @@ fn checkout_base(build_repo: &Repo, base: &Base, tree: &Path) -> anyhow::Result<
 
 /// apt-get inside the tree, with the base's package lists and the shared
 /// `.deb` cache bind-mounted in, so a cached package downloads nothing.
-fn install_extra_packages(composer: &LocalComposer, base: &Base, tree: &Path, extras: &[String]) -> anyhow::Result<()> {
+fn install_extra_packages(
+    composer: &LocalComposer,
+    base: &Base,
+    tree: &Path,
+    extras: &[String],
+    epoch: i64,
+) -> anyhow::Result<()> {
     let lists = composer.bases_dir().join(format!("{}.lists", base.key));
     let chroot = Chroot::new(tree)
         .with_api_filesystems()
+        .with_source_date_epoch(epoch)
         .with_bind(composer.apt_cache(), "/var/cache/apt/archives")
         .with_bind(&lists, "/var/lib/apt/lists");
     let resolv = tree.join("etc/resolv.conf");
@@ -589,13 +623,15 @@ fn kernel_version(root: &Path) -> anyhow::Result<String> {
 /// A small uncompressed initramfs (it unpacks in 0.3 s instead of 8 s
 /// under TCG), replacing the big host-only one the kernel package built.
 fn build_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
-    let chroot = Chroot::new(root).with_api_filesystems();
+    // `--reproducible`: file times in the cpio archive from SOURCE_DATE_EPOCH.
+    let chroot = Chroot::new(root).with_api_filesystems().with_source_date_epoch(EPOCH);
     let target = format!("/boot/initramfs-{kernel}.img");
     chroot
         .run(
             "dracut",
             [
                 "--force",
+                "--reproducible",
                 "--no-hostonly",
                 "--no-compress",
                 "-m",
@@ -657,12 +693,13 @@ pub fn dpkg_status_packages(text: &str) -> Vec<(String, String)> {
 
 /// Applies the blueprint's customizations to the tree; returns what could
 /// not be applied (reported, never silently skipped).
-fn apply_customizations(root: &Path, blueprint: &Value) -> anyhow::Result<Vec<String>> {
+fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -> anyhow::Result<Vec<String>> {
     let mut not_applied = Vec::new();
     let Some(custom) = blueprint.get("customizations").and_then(Value::as_object) else {
         return Ok(not_applied);
     };
-    let chroot = Chroot::new(root);
+    // useradd dates the password change in /etc/shadow from SOURCE_DATE_EPOCH.
+    let chroot = Chroot::new(root).with_source_date_epoch(epoch);
     let list = |value: Option<&Value>| -> Vec<Value> { value.and_then(Value::as_array).cloned().unwrap_or_default() };
     for (key, value) in custom {
         match key.as_str() {
@@ -862,6 +899,7 @@ fn reshape_for_ostree(root: &Path, kernel: &str) -> anyhow::Result<()> {
         remove_any(&root.join(link))?;
     }
     clear_for_commit(root)?;
+    remove_build_traces(root)?;
 
     // Package lists and caches are the build's, not the guest's.
     for dir in ["var/lib/apt/lists", "var/cache/apt/archives"] {
@@ -932,6 +970,23 @@ fn ensure_parent(build_repo: &Repo, request: &ComposeRequest) -> anyhow::Result<
     let unpacked = tempfile::tempdir_in(build_repo.path.parent().unwrap_or(Path::new("/var/tmp")))?;
     tarball::extract(source, unpacked.path())?;
     build_repo.pull_local(&unpacked.path().join("repo"), &[parent], Depth::Tip)?;
+    Ok(())
+}
+
+/// The time a compose is made at: `EPOCH`, or its parent's time plus one
+/// second.
+fn source_date_epoch(build_repo: &Repo, request: &ComposeRequest) -> anyhow::Result<i64> {
+    match &request.parent_commit {
+        None => Ok(EPOCH),
+        Some(parent) => Ok(build_repo.timestamp(parent)? + 1),
+    }
+}
+
+/// Removes `BUILD_TRACES` from a tree about to be committed.
+fn remove_build_traces(root: &Path) -> anyhow::Result<()> {
+    for path in BUILD_TRACES {
+        remove_any(&root.join(path))?;
+    }
     Ok(())
 }
 

@@ -181,7 +181,9 @@ pub fn run_targets(
                 duration_ms: started.elapsed().as_millis() as u64,
                 extra: output.extra,
             };
-            match forced {
+            // A forced or repairing run's result replaces the cached one: it
+            // holds what the cached one lacked.
+            match forced || repaired.is_some() {
                 true => store.publish_replacing(lock, scratch, manifest.clone())?,
                 false => store.publish(lock, scratch, manifest.clone())?,
             };

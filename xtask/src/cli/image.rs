@@ -4,7 +4,7 @@
 //! from the store: compose.json's fields, the commit and its parent, the
 //! composer's UUID and the depsolved packages it recorded.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::{Global, Session, lab_cmd};
@@ -68,10 +68,7 @@ pub fn info(global: &Global, name: &str) -> anyhow::Result<()> {
         bail!("no image `{name}` in the lab");
     }
     let stage = StageId::new(StageKind::Compose, name);
-    let manifest = session
-        .current()?
-        .manifest(&session.store, &stage)
-        .map_err(|err| anyhow::anyhow!("image {name} has no current build: {err:#} (or `cargo xtask image {name}`)"))?;
+    let manifest = session.current()?.manifest(&session.store, &stage).with_context(|| format!("image info {name}"))?;
     print!("{}", render_info(&manifest));
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The store converging on the lab as it is, end to end in the local world
 //! with the real binary: a lab of the demo's blueprint and two images (no
 //! containers, no guests, so it takes minutes, not an hour) in a temp
-//! folder with its own network namespace.
+//! folder; without guests the lab has no network namespace, so its file
+//! server listens on a free loopback port.
 //!
 //! - `lab up --rebuild "compose v1"` recomposes v1 to the same commit id
 //!   (the composer is reproducible), so v2 and the served repo stay cached.
@@ -12,7 +13,7 @@
 //!   from when a rebuild replaces it, with a static delta to the new head
 //!   (the guest is its run state as `lab up` leaves it; no VM boots here).
 //!
-//! Needs root, ostree, mmdebstrap, curl and the Debian archive in /etc/apt;
+//! Needs root, ostree, mmdebstrap and the Debian archive in /etc/apt;
 //! the composer's cache is `EDGELAB_COMPOSER_CACHE` or
 //! /var/tmp/edgelab-test-cache/composer (cold: minutes more). A guard runs
 //! `lab down` however the test ends.
@@ -28,10 +29,9 @@ use std::{
 
 use edgelab::{
     guests::{self, GuestState},
-    tools::{Cmd, Output, ip, ostree::Repo},
+    tools::{Cmd, Output, ostree::Repo},
 };
 
-const NETNS: &str = "edgelab-current-test";
 const REF: &str = "rhel/8/x86_64/edge";
 
 fn project_root() -> PathBuf {
@@ -45,21 +45,17 @@ fn composer_cache() -> PathBuf {
 }
 
 /// The lab file; `v2_packages` are image v2's extra packages.
-fn lab_text(v2_packages: &str) -> String {
+fn lab_text(v2_packages: &str, file_server_port: u16) -> String {
     format!(
         r#"lab "current-test" {{
     backend "local"
-}}
-network {{
-    namespace "{NETNS}"
-    vrrp-router-id 52
 }}
 blueprint "RFE" file="guest/blueprints/RFE.toml"
 image "v1" type="edge-commit" blueprint="RFE" ref="{REF}"
 image "v2" type="edge-commit" blueprint="RFE" ref="{REF}" parent="v1" {{
     packages {v2_packages}
 }}
-file-server address="0.0.0.0" port=8000
+file-server address="127.0.0.1" port={file_server_port}
 package-map {{
     package "setroubleshoot-server" drop="SELinux troubleshooting; Debian guests run without SELinux"
     package "openssh-server" debian="openssh-server"
@@ -71,6 +67,7 @@ package-map {{
 struct Lab {
     _dir: tempfile::TempDir,
     lab_file: PathBuf,
+    file_server_port: u16,
 }
 
 impl Lab {
@@ -80,8 +77,13 @@ impl Lab {
         std::fs::create_dir_all(&blueprints).unwrap();
         std::fs::copy(project_root().join("guest/blueprints/RFE.toml"), blueprints.join("RFE.toml")).unwrap();
         let lab_file = dir.path().join("lab.kdl");
-        std::fs::write(&lab_file, lab_text(r#""strace""#)).unwrap();
-        Lab { _dir: dir, lab_file }
+        let lab = Lab { _dir: dir, lab_file, file_server_port: free_port() };
+        lab.set_v2_packages(r#""strace""#);
+        lab
+    }
+
+    fn set_v2_packages(&self, packages: &str) {
+        std::fs::write(&self.lab_file, lab_text(packages, self.file_server_port)).unwrap();
     }
 
     fn command(&self, args: &[&str]) -> Cmd {
@@ -136,7 +138,7 @@ impl Lab {
 
     /// `serve IMAGE` on a free port: the commit it announces and the ref it serves.
     fn serve(&self, image: &str) -> (String, String) {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
+        let port = free_port();
         // `serve` runs until Ctrl-C, so it is spawned here rather than
         // through `Cmd`, which waits; in its own process group, so Ctrl-C
         // (SIGINT to the group) reaches it and the server it runs.
@@ -155,30 +157,17 @@ impl Lab {
             .by_ref()
             .map_while(Result::ok)
             .find_map(|line| line.strip_prefix(&format!("image {image}: commit ")).map(str::to_string));
-        let url = format!("http://127.0.0.1:{port}/repo/refs/heads/{REF}");
-        let mut served = None;
-        for _ in 0..100 {
-            if let Ok(response) = ureq::get(&url).call() {
-                served = response.into_string().ok();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let served = served_ref(port);
         // SAFETY: a signal to the process group this test just created.
         unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
         child.wait().unwrap();
         let announced = announced.unwrap_or_else(|| panic!("serve {image} announced no commit"));
-        (announced, served.unwrap_or_else(|| panic!("serve {image} never answered {url}")).trim().to_string())
+        (announced, served)
     }
 
-    /// The ref the lab's file server serves, fetched inside the lab's namespace.
+    /// The ref the lab's file server serves.
     fn lab_file_server_ref(&self) -> String {
-        let out = ip::netns_exec(NETNS, "curl")
-            .args(["-sf", "--max-time", "30", &format!("http://127.0.0.1:8000/repo/refs/heads/{REF}")])
-            .timeout(Duration::from_secs(60))
-            .run()
-            .unwrap();
-        out.stdout.trim().to_string()
+        served_ref(self.file_server_port)
     }
 }
 
@@ -187,6 +176,23 @@ impl Drop for Lab {
         let out = self.xtask(&["lab", "down"]);
         eprintln!("lab down: {}{}", out.stdout, out.stderr);
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// The image ref a file server on this loopback port serves (retried while
+/// it starts).
+fn served_ref(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/repo/refs/heads/{REF}");
+    for _ in 0..100 {
+        if let Ok(response) = ureq::get(&url).call() {
+            return response.into_string().unwrap().trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing answered {url}")
 }
 
 /// `NAME  VALUE` rows (`image info`).
@@ -208,7 +214,7 @@ fn outcome(summary: &str, stage: &str) -> String {
 
 #[test]
 fn rebuild_reproduces_and_every_command_shows_the_current_build() {
-    for program in ["ostree", "mmdebstrap", "curl"] {
+    for program in ["ostree", "mmdebstrap"] {
         edgelab::tools::require(program).unwrap();
     }
     assert!(edgelab::tools::apt::is_root(), "this test needs root (mmdebstrap --mode=root, network namespaces)");
@@ -240,7 +246,7 @@ fn rebuild_reproduces_and_every_command_shows_the_current_build() {
     // not the newest one. A guest installed from v2 meanwhile keeps its
     // commit in the served repo, with a delta to the new v2.
     lab.guest_installed_from(&v2);
-    std::fs::write(&lab.lab_file, lab_text(r#""strace" "less""#)).unwrap();
+    lab.set_v2_packages(r#""strace" "less""#);
     let changed = lab.ok(&["lab", "up"]);
     assert!(outcome(&changed, "compose v2").starts_with("ran"), "{changed}");
     let v2_with_less = lab.commit("v2");
@@ -253,7 +259,7 @@ fn rebuild_reproduces_and_every_command_shows_the_current_build() {
     assert!(lab.ok(&["image", "diff", "v1", "v2"]).lines().any(|line| line.starts_with("+less ")));
     assert_eq!(lab.lab_file_server_ref(), v2_with_less);
 
-    std::fs::write(&lab.lab_file, lab_text(r#""strace""#)).unwrap();
+    lab.set_v2_packages(r#""strace""#);
     let reverted = lab.ok(&["lab", "up"]);
     assert!(!reverted.contains(" ran ") && !reverted.contains(" rebuilt "), "the revert ran stages:\n{reverted}");
     assert!(lab.ok(&["lab", "plan"]).contains(" 0 to run"));
@@ -280,7 +286,7 @@ fn rebuild_reproduces_and_every_command_shows_the_current_build() {
     assert!(!again.contains(" ran ") && !again.contains(" repaired "), "lab up did not converge:\n{again}");
 
     // A stage whose inputs changed since its build has no current build.
-    std::fs::write(&lab.lab_file, lab_text(r#""strace" "file""#)).unwrap();
+    lab.set_v2_packages(r#""strace" "file""#);
     let none = lab.xtask(&["image", "info", "v2"]);
     assert!(!none.status.success(), "{}", none.stdout);
     assert!(none.stderr.contains("has no current build") && none.stderr.contains("lab up"), "{}", none.stderr);

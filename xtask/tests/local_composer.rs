@@ -288,6 +288,16 @@ fn same_inputs_compose_the_same_commit() {
     let shadow = build_repo.cat(&v1.commit, "/usr/etc/shadow").unwrap();
     let core = shadow.lines().find(|line| line.starts_with("core:")).unwrap_or_else(|| panic!("{shadow}"));
     assert_eq!(core.split(':').nth(2), Some((edgelab::compose::local::EPOCH / 86_400).to_string().as_str()), "{core}");
+    // No random SSH host keys in the image: each device makes its own.
+    assert!(!build_repo.path_exists(&v1.commit, "/usr/etc/ssh/ssh_host_ed25519_key").unwrap());
+    assert!(build_repo.path_exists(&v1.commit, "/usr/etc/ssh/sshd_config").unwrap());
+    let unit = build_repo.cat(&v1.commit, "/usr/etc/systemd/system/edgelab-ssh-keygen.service").unwrap();
+    assert!(unit.contains("ssh-keygen -A") && unit.contains("Before=ssh.service"), "{unit}");
+    assert!(
+        build_repo
+            .path_exists(&v1.commit, "/usr/etc/systemd/system/multi-user.target.wants/edgelab-ssh-keygen.service")
+            .unwrap()
+    );
 }
 
 #[test]

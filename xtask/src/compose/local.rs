@@ -389,6 +389,7 @@ fn compose(
     }
     clock.lap(&mut notes, "customizations");
 
+    host_keys_at_first_boot(&tree)?;
     reshape_for_ostree(&tree, &base.kernel)?;
     clock.lap(&mut notes, "reshape");
 
@@ -881,6 +882,46 @@ fn enable_service(chroot: &Chroot, name: &str, verb: &str) -> anyhow::Result<()>
     chroot
         .run("systemctl", [verb, unit.as_str()])
         .with_context(|| format!("customizations.services: systemctl {verb} {unit} (is its package installed?)"))?;
+    Ok(())
+}
+
+/// The unit that makes a device's SSH host keys on its first boot, before
+/// sshd starts (as RHEL's sshd-keygen does).
+const SSH_KEYGEN_UNIT: &str = "[Unit]
+Description=Generate this device's SSH host keys (an image ships none)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// openssh-server's install made host keys: random, so no two composes
+/// would be the same, and every device of the image would share them.
+/// They are removed, and the device makes its own on its first boot.
+fn host_keys_at_first_boot(root: &Path) -> anyhow::Result<()> {
+    let ssh = root.join("etc/ssh");
+    if !ssh.join("sshd_config").exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(&ssh).with_context(|| format!("reading {}", ssh.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with("ssh_host_") {
+            remove_any(&path)?;
+        }
+    }
+    let unit = "edgelab-ssh-keygen.service";
+    write_replacing(&root.join("etc/systemd/system").join(unit), SSH_KEYGEN_UNIT.as_bytes(), 0o644)?;
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
+    remove_any(&wants.join(unit))?;
+    std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), wants.join(unit))
+        .with_context(|| format!("enabling {unit}"))?;
     Ok(())
 }
 

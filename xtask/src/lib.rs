@@ -10,6 +10,7 @@ pub use edgelab_core::{blueprint, diag, graph, key, lab, plan};
 
 pub mod cli;
 pub mod compose;
+pub mod current;
 pub mod demo;
 pub mod facts;
 pub mod guests;

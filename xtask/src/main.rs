@@ -112,6 +112,10 @@ enum LabCommand {
         /// Only these stages and what they need (`compose v2`, `v2`).
         #[arg(long, num_args = 1..)]
         only: Vec<String>,
+        /// Run these stages even when cached (`compose v1`); what follows
+        /// them runs only if their output changed.
+        #[arg(long, num_args = 1.., value_name = "STAGE")]
+        rebuild: Vec<String>,
         /// Replace these guests' disks with their newest install (local world).
         #[arg(long, value_name = "GUEST")]
         reinstall: Vec<String>,
@@ -217,9 +221,14 @@ fn main() {
         .init();
     let global = &args.global;
     let result = match &args.command {
-        Command::Lab(LabCommand::Up { only, reinstall, no_guests }) => cli::lab_cmd::up(
+        Command::Lab(LabCommand::Up { only, rebuild, reinstall, no_guests }) => cli::lab_cmd::up(
             global,
-            &cli::lab_cmd::UpOptions { only: only.clone(), reinstall: reinstall.clone(), guests: !no_guests },
+            &cli::lab_cmd::UpOptions {
+                only: only.clone(),
+                rebuild: rebuild.clone(),
+                reinstall: reinstall.clone(),
+                guests: !no_guests,
+            },
         ),
         Command::Lab(LabCommand::Plan { explain, json }) => cli::lab_cmd::plan_cmd(global, *explain, *json),
         Command::Lab(LabCommand::Status) => cli::lab_cmd::status(global),

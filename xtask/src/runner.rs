@@ -29,6 +29,11 @@ pub enum Outcome {
     Cached,
     /// Cached, but what it made outside the store was gone; ran again.
     Repaired(String),
+    /// Ran although cached, because the user asked (`--rebuild`); the
+    /// output the cached artifact had, if there was one.
+    Rebuilt {
+        previous: Option<String>,
+    },
     /// Cannot run in this world yet (the capability is named).
     Missing(String),
     Failed(String),
@@ -49,6 +54,16 @@ pub struct Summary {
     pub reports: Vec<StageReport>,
 }
 
+/// Which stages a run is about.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    /// These stages and what they depend on; every stage when empty.
+    pub wanted: Vec<StageId>,
+    /// Run these even when their key is cached (`lab up --rebuild`); what
+    /// follows them reruns only if the output changed (early cutoff).
+    pub rebuild: BTreeSet<StageId>,
+}
+
 /// Runs `wanted` stages (all when empty) and what they depend on.
 pub fn run(
     lab: &Lab,
@@ -59,10 +74,26 @@ pub fn run(
     wanted: &[StageId],
     progress: &Progress,
 ) -> Summary {
-    let selected = if wanted.is_empty() {
+    let targets = Targets { wanted: wanted.to_vec(), rebuild: BTreeSet::new() };
+    run_targets(lab, graph, facts, store, lock, &targets, progress)
+}
+
+/// Runs `targets.wanted` (all when empty) and what they depend on, forcing
+/// `targets.rebuild`.
+pub fn run_targets(
+    lab: &Lab,
+    graph: &Graph,
+    facts: &Facts,
+    store: &Store,
+    lock: &StoreLock,
+    targets: &Targets,
+    progress: &Progress,
+) -> Summary {
+    let selected = if targets.wanted.is_empty() {
         graph.stages.iter().map(|s| s.id.clone()).collect()
     } else {
-        graph.upstream_closure(wanted)
+        let wanted: Vec<StageId> = targets.wanted.iter().chain(&targets.rebuild).cloned().collect();
+        graph.upstream_closure(&wanted)
     };
     let mut summary = Summary::default();
     let mut done: BTreeMap<StageId, Input> = BTreeMap::new();
@@ -104,7 +135,10 @@ pub fn run(
         let mut ctx = StageCtx { lab, stage, inputs, out: store.artifact_out(&key), store, progress };
 
         let mut repaired = None;
-        if let Some(manifest) = store.artifact_manifest(&key) {
+        let forced = targets.rebuild.contains(&stage.id);
+        let cached = store.artifact_manifest(&key);
+        let previous_output = cached.as_ref().filter(|_| forced).map(|manifest| manifest.output_digest.clone());
+        if let Some(manifest) = cached.filter(|_| !forced) {
             match stages::check_live(&ctx, &manifest.output_digest) {
                 Ok(()) => {
                     done.insert(stage.id.clone(), input_of(store, &manifest));
@@ -119,9 +153,10 @@ pub fn run(
             continue;
         }
 
-        let what = match &repaired {
-            Some(lost) => format!("{} (repairing: {lost})", stage.id),
-            None => stage.id.to_string(),
+        let what = match (&repaired, forced) {
+            (Some(lost), _) => format!("{} (repairing: {lost})", stage.id),
+            (None, true) => format!("{} (rebuilding)", stage.id),
+            (None, false) => stage.id.to_string(),
         };
         let started = progress.start(&what);
         let scratch = match store.begin(lock, &stage.id) {
@@ -146,16 +181,22 @@ pub fn run(
                 duration_ms: started.elapsed().as_millis() as u64,
                 extra: output.extra,
             };
-            store.publish(lock, scratch, manifest.clone())?;
+            // A forced or repairing run's result replaces the cached one: it
+            // holds what the cached one lacked.
+            match forced || repaired.is_some() {
+                true => store.publish_replacing(lock, scratch, manifest.clone())?,
+                false => store.publish(lock, scratch, manifest.clone())?,
+            };
             Ok(manifest)
         });
         match result {
             Ok(manifest) => {
                 progress.finish(&format!("done in {:.1?}", started.elapsed()));
                 done.insert(stage.id.clone(), input_of(store, &manifest));
-                let outcome = match repaired {
-                    Some(lost) => Outcome::Repaired(lost),
-                    None => Outcome::Ran,
+                let outcome = match (repaired, forced) {
+                    (Some(lost), _) => Outcome::Repaired(lost),
+                    (None, true) => Outcome::Rebuilt { previous: previous_output },
+                    (None, false) => Outcome::Ran,
                 };
                 summary.push(stage.id.clone(), outcome, started, Some(manifest.output_digest));
             }
@@ -199,12 +240,13 @@ impl Summary {
                 Outcome::Ran => ("ran", String::new()),
                 Outcome::Cached => ("cached", String::new()),
                 Outcome::Repaired(lost) => ("repaired", lost.clone()),
+                Outcome::Rebuilt { previous } => ("rebuilt", rebuilt_detail(previous.as_deref(), report)),
                 Outcome::Missing(missing) => ("missing", format!("not implemented yet: {missing}")),
                 Outcome::Failed(err) => ("FAILED", err.lines().next().unwrap_or("").to_string()),
                 Outcome::Skipped(why) => ("skipped", why.clone()),
             };
             match report.outcome {
-                Outcome::Ran | Outcome::Repaired(_) => n_ran += 1,
+                Outcome::Ran | Outcome::Repaired(_) | Outcome::Rebuilt { .. } => n_ran += 1,
                 Outcome::Cached => n_cached += 1,
                 _ => n_other += 1,
             }
@@ -227,5 +269,17 @@ impl Summary {
             }
         }
         out
+    }
+}
+
+/// Whether a forced rebuild reproduced the cached output: what decides if
+/// the stages after it run.
+fn rebuilt_detail(previous: Option<&str>, report: &StageReport) -> String {
+    let short = |digest: &str| digest.trim_start_matches("sha256:").chars().take(12).collect::<String>();
+    match (previous, report.output_digest.as_deref()) {
+        (None, _) => "was not cached".into(),
+        (Some(previous), Some(now)) if previous == now => format!("same output {}", short(now)),
+        (Some(previous), Some(now)) => format!("output changed {} -> {}", short(previous), short(now)),
+        (Some(_), None) => String::new(),
     }
 }

@@ -262,6 +262,46 @@ fn second_compose_is_cheap_and_unchanged_inputs_compose_nothing() {
 }
 
 #[test]
+fn same_inputs_compose_the_same_commit() {
+    let composed = composed();
+    let composer = LocalComposer::new(cache());
+    let progress = Progress::new(true);
+    let again = tempfile::tempdir().unwrap();
+    let (v1_out, v2_out) = (again.path().join("v1"), again.path().join("v2"));
+    std::fs::create_dir_all(&v1_out).unwrap();
+    std::fs::create_dir_all(&v2_out).unwrap();
+    let v1 = composer.compose(&request("v1", blueprint("0.0.1", &[]), None), &v1_out, &progress).unwrap();
+    let v2 = composer
+        .compose(&request("v2", blueprint("0.0.2", &["strace"]), Some(&v1.commit)), &v2_out, &progress)
+        .unwrap();
+    // Both builds' commits are in the composer's build repo: name what differs.
+    let build_repo = Repo::at(cache().join("build-repo"));
+    for (image, first, second) in [("v1", &composed.v1.commit, &v1.commit), ("v2", &composed.v2.commit, &v2.commit)] {
+        if first != second {
+            let diff = build_repo.diff(first, second).unwrap_or_else(|err| format!("{err:#}"));
+            panic!("compose {image} with unchanged inputs gave {second}, not {first}; ostree diff:\n{diff}");
+        }
+    }
+    // The time comes from the inputs: v1 at the composer's epoch, v2 a second later.
+    assert_eq!(build_repo.timestamp(&v1.commit).unwrap(), edgelab::compose::local::EPOCH);
+    assert_eq!(build_repo.timestamp(&v2.commit).unwrap(), edgelab::compose::local::EPOCH + 1);
+    // The password-change day of the blueprint's user is the epoch's day, not today's.
+    let shadow = build_repo.cat(&v1.commit, "/usr/etc/shadow").unwrap();
+    let core = shadow.lines().find(|line| line.starts_with("core:")).unwrap_or_else(|| panic!("{shadow}"));
+    assert_eq!(core.split(':').nth(2), Some((edgelab::compose::local::EPOCH / 86_400).to_string().as_str()), "{core}");
+    // No random SSH host keys in the image: each device makes its own.
+    assert!(!build_repo.path_exists(&v1.commit, "/usr/etc/ssh/ssh_host_ed25519_key").unwrap());
+    assert!(build_repo.path_exists(&v1.commit, "/usr/etc/ssh/sshd_config").unwrap());
+    let unit = build_repo.cat(&v1.commit, "/usr/etc/systemd/system/edgelab-ssh-keygen.service").unwrap();
+    assert!(unit.contains("ssh-keygen -A") && unit.contains("Before=ssh.service"), "{unit}");
+    assert!(
+        build_repo
+            .path_exists(&v1.commit, "/usr/etc/systemd/system/multi-user.target.wants/edgelab-ssh-keygen.service")
+            .unwrap()
+    );
+}
+
+#[test]
 fn unknown_package_names_the_package() {
     let composed = composed();
     let out = tempfile::tempdir().unwrap();

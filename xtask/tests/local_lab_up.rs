@@ -137,6 +137,22 @@ fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
     assert!(!second.stdout.contains(" ran "), "a second lab up ran stages:\n{}", second.stdout);
     eprintln!("second lab up took {:?}", again.elapsed());
 
+    // A forced recompose of v1 makes the same commit (the local composer is
+    // reproducible), so the served repo and the installs stay cached.
+    let rebuilt = lab.xtask(&["lab", "up", "--rebuild", "compose v1"], Duration::from_secs(1200));
+    assert!(rebuilt.status.success(), "lab up --rebuild failed:\n{}\n{}", rebuilt.stdout, rebuilt.stderr);
+    let row = |stage: &str| {
+        let line = rebuilt.stdout.lines().find(|line| line.starts_with(&format!("{stage}  ")));
+        line.unwrap_or_else(|| panic!("no `{stage}` row:\n{}", rebuilt.stdout))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(row("compose v1").contains("rebuilt") && row("compose v1").contains("same output"), "{}", rebuilt.stdout);
+    for stage in ["compose v2", "repo served", "install edge-device-1", "install edge-device-2"] {
+        assert!(row(stage).contains("cached"), "{stage} was not cached after --rebuild:\n{}", rebuilt.stdout);
+    }
+
     let down = lab.xtask(&["lab", "down"], Duration::from_secs(120));
     assert!(down.status.success(), "lab down failed:\n{}\n{}", down.stdout, down.stderr);
     assert!(!ip::netns_exists(NETNS), "lab down left the namespace {NETNS}");

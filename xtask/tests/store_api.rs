@@ -80,6 +80,24 @@ fn publish_then_lookup() {
 }
 
 #[test]
+fn a_forced_rebuild_replaces_the_artifact_under_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let stage = stage("RFE", 1);
+    let key = build(&store, &stage);
+    let lock = store.lock(LockWait::NoWait).unwrap();
+    let scratch = store.begin(&lock, &stage.id).unwrap();
+    fs::write(scratch.out.join("a.txt"), "rebuilt").unwrap();
+    store.publish_replacing(&lock, scratch, manifest_of(&stage)).unwrap();
+    let manifest = store.artifact_manifest(&key).expect("the replacing artifact is valid");
+    assert_eq!(fs::read_to_string(store.artifact_out(&key).join("a.txt")).unwrap(), "rebuilt");
+    assert_eq!(manifest.content_digest, edgelab::hash::digest_path(&store.artifact_out(&key), None).unwrap());
+    assert_eq!(store.list().len(), 1);
+    assert_eq!(n_entries(&tmp.path().join("scratch")), 0, "the replaced artifact is not left behind");
+    assert!(store.verify(&lock).corrupt.is_empty());
+}
+
+#[test]
 fn publish_refuses_a_key_that_is_not_the_preimage_hash() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();

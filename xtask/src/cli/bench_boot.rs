@@ -67,8 +67,9 @@ pub fn run(global: &Global, args: &BootBenchArgs) -> anyhow::Result<()> {
         .cloned()
         .collect();
     netns::up(&session.store, &netns::segment(&session.lab))?;
+    let current = session.current()?;
     for name in &names {
-        guests::prepare(&session.lab, &session.store, name, false)?;
+        guests::prepare(&session.lab, &session.store, &current, name, false)?;
     }
 
     let mut results = serde_json::Map::new();

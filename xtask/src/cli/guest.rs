@@ -27,12 +27,13 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
             bail!("--reinstall {name}: no such guest in the lab");
         }
     }
+    let current = session.current()?;
     let installed: Vec<&str> = session
         .lab
         .guests
         .iter()
         .map(|guest| guest.name.as_str())
-        .filter(|name| session.store.last_manifest(&StageId::new(StageKind::Install, *name)).is_some())
+        .filter(|name| current.is_built(&session.store, &StageId::new(StageKind::Install, *name)))
         .collect();
     if installed.is_empty() {
         return Ok(());
@@ -44,7 +45,7 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
         if wants_reinstall {
             guests::destroy(&session.store, name)?;
         }
-        match guests::prepare(&session.lab, &session.store, name, wants_reinstall)? {
+        match guests::prepare(&session.lab, &session.store, &current, name, wants_reinstall)? {
             DiskAction::Created => println!("guest {name}: disk created from its install"),
             DiskAction::Reinstalled => println!("guest {name}: reinstalled"),
             DiskAction::KeptStale => println!(
@@ -88,7 +89,7 @@ pub fn start(global: &Global, name: &str) -> anyhow::Result<()> {
     }
     let segment = netns::segment(&session.lab);
     netns::up(&session.store, &segment)?;
-    guests::prepare(&session.lab, &session.store, name, false)?;
+    guests::prepare(&session.lab, &session.store, &session.current()?, name, false)?;
     if guests::start(&session.store, name, &launcher_args(&session, name))? {
         println!("guest {name}: started");
     } else {

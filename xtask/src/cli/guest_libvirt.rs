@@ -16,9 +16,10 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
         }
     }
     let wait = InstallWait::default();
+    let current = session.current()?;
     for guest in &session.lab.guests {
         let name = guest.name.as_str();
-        let iso = match libvirt::iso_for(&session.store, name) {
+        let iso = match libvirt::iso_for(&session.store, &current, name) {
             Ok(iso) => iso,
             Err(err) => {
                 println!("guest {name}: not installed ({err:#})");

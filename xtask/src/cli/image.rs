@@ -4,7 +4,7 @@
 //! from the store: compose.json's fields, the commit and its parent, the
 //! composer's UUID and the depsolved packages it recorded.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 use super::{Global, Session, lab_cmd};
@@ -54,32 +54,21 @@ pub fn compose(global: &Global, name: &str, parent: bool) -> anyhow::Result<()> 
     if summary.failed() || !summary.missing().is_empty() {
         bail!("image `{name}` was not composed (see above)");
     }
-    if let Some(manifest) = session.store.last_manifest(&stage) {
-        let parent = manifest.extra.get("parent").and_then(Value::as_str).unwrap_or("none");
-        println!("image {name}: commit {} (parent {parent})", manifest.output_digest);
-    }
+    drop(lock);
+    let manifest = session.current()?.manifest(&session.store, &stage)?;
+    let parent = manifest.extra.get("parent").and_then(Value::as_str).unwrap_or("none");
+    println!("image {name}: commit {} (parent {parent})", manifest.output_digest);
     Ok(())
 }
 
-/// Shows the newest compose of `name` in the store.
+/// Shows the current compose of `name` (the one `lab plan` calls fresh).
 pub fn info(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     if session.lab.image(name).is_none() {
         bail!("no image `{name}` in the lab");
     }
     let stage = StageId::new(StageKind::Compose, name);
-    let plan = lab_cmd::compute_plan(&session)?;
-    let current = plan.entry(&stage).filter(|entry| entry.status == Status::Fresh).and_then(|entry| entry.key.clone());
-    let (manifest, fresh) = match current.and_then(|key| session.store.artifact_manifest(&key)) {
-        Some(manifest) => (manifest, true),
-        None => match session.store.last_manifest(&stage) {
-            Some(manifest) => (manifest, false),
-            None => bail!("image `{name}` has not been composed: run `cargo xtask image {name}`"),
-        },
-    };
-    if !fresh {
-        eprintln!("note: the lab has changed since this compose; `cargo xtask image {name}` composes it again");
-    }
+    let manifest = session.current()?.manifest(&session.store, &stage).with_context(|| format!("image info {name}"))?;
     print!("{}", render_info(&manifest));
     Ok(())
 }

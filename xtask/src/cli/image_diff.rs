@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::{Global, Session};
 use crate::{
     compose::{local::dpkg_status_packages, tarball},
+    current::Current,
     graph::{StageId, StageKind},
     tools::ostree::Repo,
 };
@@ -33,8 +34,9 @@ pub struct PackageDiff {
 pub fn diff(global: &Global, old: &str, new: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
-    let old_tarball = composed_tarball(&session, old)?;
-    let new_tarball = composed_tarball(&session, new)?;
+    let current = session.current()?;
+    let old_tarball = composed_tarball(&session, &current, old)?;
+    let new_tarball = composed_tarball(&session, &current, new)?;
     let diff = diff_tarballs(&old_tarball, &new_tarball, scratch.path())?;
     print!("{}", diff.render(old, new));
     Ok(())
@@ -87,17 +89,14 @@ impl PackageDiff {
     }
 }
 
-/// The newest compose of `image` in the store: its tarball.
-fn composed_tarball(session: &Session, image: &str) -> anyhow::Result<PathBuf> {
+/// The current compose of `image` (the one `lab plan` calls fresh): its tarball.
+fn composed_tarball(session: &Session, current: &Current, image: &str) -> anyhow::Result<PathBuf> {
     if session.lab.image(image).is_none() {
         let known: Vec<&str> = session.lab.images.iter().map(|image| image.name.as_str()).collect();
         bail!("no image `{image}` in the lab (images: {})", known.join(", "));
     }
     let stage = StageId::new(StageKind::Compose, image);
-    let manifest = session
-        .store
-        .last_manifest(&stage)
-        .with_context(|| format!("image `{image}` has not been composed: run `cargo xtask lab up --only {stage}`"))?;
+    let manifest = current.manifest(&session.store, &stage)?;
     let out = session.store.artifact_out(&manifest.key);
     let name = manifest
         .extra

@@ -31,6 +31,8 @@ pub fn compute_plan(session: &Session) -> anyhow::Result<Plan> {
 pub struct UpOptions {
     /// Only these stages and what they need (all when empty).
     pub only: Vec<String>,
+    /// Run these stages even when cached (`--rebuild`).
+    pub rebuild: Vec<String>,
     /// Guests whose disks are replaced with their current install.
     pub reinstall: Vec<String>,
     /// Start the guests (`--no-guests` leaves them as they are).
@@ -39,10 +41,12 @@ pub struct UpOptions {
 
 pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     let session = Session::load(global)?;
-    let mut wanted = Vec::new();
+    let mut targets = runner::Targets::default();
     for name in &options.only {
-        let id = parse_stage(&session, name)?;
-        wanted.push(id);
+        targets.wanted.push(parse_stage(&session, name).context("--only")?);
+    }
+    for name in &options.rebuild {
+        targets.rebuild.insert(parse_stage(&session, name).context("--rebuild")?);
     }
     let lock = session.store.lock(global.lock_wait())?;
     let progress = Progress::new(global.quiet);
@@ -50,8 +54,9 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     // other stage run programs this stage installs.
     let prereqs = StageId::new(StageKind::Prereqs, "host");
     let facts = session.facts()?;
+    let first = runner::Targets { wanted: vec![prereqs.clone()], rebuild: targets.rebuild.clone() };
     let mut summary =
-        runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &[prereqs.clone()], &progress);
+        runner::run_targets(&session.lab, &session.graph, &facts, &session.store, &lock, &first, &progress);
     if summary.failed() {
         print!("{}", summary.render());
         bail!("the host's prerequisites are not all installed (see above); nothing else ran");
@@ -65,10 +70,11 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
         crate::guests::netns::up(&session.store, &segment)
             .with_context(|| format!("bringing up the lab network (namespace {netns})"))?;
     }
-    if wanted.is_empty() {
-        wanted = session.graph.stages.iter().map(|stage| stage.id.clone()).filter(|id| *id != prereqs).collect();
+    if targets.wanted.is_empty() {
+        targets.wanted =
+            session.graph.stages.iter().map(|stage| stage.id.clone()).filter(|id| *id != prereqs).collect();
     }
-    let rest = runner::run(&session.lab, &session.graph, &facts, &session.store, &lock, &wanted, &progress);
+    let rest = runner::run_targets(&session.lab, &session.graph, &facts, &session.store, &lock, &targets, &progress);
     summary.reports.extend(rest.reports.into_iter().filter(|report| report.stage != prereqs));
     print!("{}", summary.render());
     if summary.failed() {
@@ -98,7 +104,8 @@ fn ensure_services(session: &Session) -> anyhow::Result<()> {
         let used = match service {
             crate::services::Service::Registry => !session.lab.containers.is_empty(),
             crate::services::Service::FileServer => {
-                !session.lab.images.is_empty() && crate::services::file_server::served_root(&session.store).is_ok()
+                !session.lab.images.is_empty()
+                    && crate::services::file_server::served_root(&session.lab, &session.store).is_ok()
             }
         };
         if !used {
@@ -200,5 +207,4 @@ pub fn parse_stage(session: &Session, text: &str) -> anyhow::Result<StageId> {
             Err(anyhow::anyhow!("`{text}` is ambiguous: say {}", names.join(" or ")))
         }
     }
-    .context("--only")
 }

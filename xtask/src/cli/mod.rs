@@ -118,6 +118,14 @@ impl Session {
         Ok(facts)
     }
 
+    /// Which artifact of each stage is current: the one `lab plan` calls
+    /// fresh. Commands show, serve and boot these, never the newest build.
+    pub fn current(&self) -> anyhow::Result<crate::current::Current> {
+        let facts = self.facts()?;
+        let plan = crate::plan::plan(&self.graph, &facts, &self.store, &crate::stages::capability);
+        Ok(crate::current::Current::from_plan(plan))
+    }
+
     /// Like `facts`, with a caller-owned cache (for benchmarks).
     pub fn facts_with(&self, cache: &mut StatCache) -> anyhow::Result<(Facts, crate::facts::GatherStats)> {
         crate::facts::gather(&self.graph, &self.store, cache)

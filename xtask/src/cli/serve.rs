@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use super::{Global, Session};
 use crate::{
     graph::{StageId, StageKind},
-    store::Store,
+    store::{Manifest, Store},
     tools::{self, serve::ServeArgs},
 };
 
@@ -59,7 +59,9 @@ pub fn run(global: &Global, options: &ServeOptions) -> anyhow::Result<()> {
                 let names: Vec<&str> = session.lab.images.iter().map(|known| known.name.as_str()).collect();
                 bail!("no image `{image}` in {}; its images: {}", session.lab.file.display(), names.join(", "));
             }
-            let extracted = extract_image(&session.store, image)?;
+            let stage = StageId::new(StageKind::Compose, image.clone());
+            let manifest = session.current()?.manifest(&session.store, &stage)?;
+            let extracted = extract_image(&session.store, &manifest)?;
             println!("image {image}: commit {}", extracted.commit);
             (extracted.root, Some(crate::services::file_server::listen_address(&session.lab)))
         }
@@ -79,21 +81,18 @@ pub fn run(global: &Global, options: &ServeOptions) -> anyhow::Result<()> {
     }
 }
 
-/// Extracts the newest compose artifact of `image` into the store's run
-/// state, unless that artifact is already extracted there.
-pub fn extract_image(store: &Store, image: &str) -> anyhow::Result<ExtractedImage> {
-    let stage = StageId::new(StageKind::Compose, image);
-    let Some(manifest) =
-        store.last_manifest(&stage).filter(|manifest| store.artifact_manifest(&manifest.key).is_some())
-    else {
-        bail!("image {image} has not been composed yet: run `cargo xtask lab up --only \"compose {image}\"`");
-    };
+/// Extracts a compose artifact (the image's current one, from
+/// `Current::manifest`) into the store's run state, unless that artifact is
+/// already extracted there.
+pub fn extract_image(store: &Store, manifest: &Manifest) -> anyhow::Result<ExtractedImage> {
+    let stage = StageId::parse(&manifest.stage).unwrap_or(StageId::new(manifest.kind, manifest.stage.clone()));
+    let image = &stage.name;
     let tarball = store.artifact_out(&manifest.key).join(format!("{image}-commit.tar"));
     let root = store.run_dir(RUN_DIR_NAME)?.join(format!("{image}-{}", manifest.key.short()));
     if !root.join(EXTRACTED_MARKER).exists() {
         extract_tarball(&tarball, &root)?;
     }
-    Ok(ExtractedImage { root, commit: manifest.output_digest })
+    Ok(ExtractedImage { root, commit: manifest.output_digest.clone() })
 }
 
 /// Unpacks `tarball` into `dest` (replaced whole): only regular files and

@@ -83,6 +83,28 @@ const INITRAMFS_SCRIPT: &str = include_str!("../../../guest/local/initramfs/buil
 /// Bump when the base recipe changes what a base holds.
 const BASE_SCHEMA: u32 = 1;
 
+/// The time every compose without a parent is made at (2024-01-01 00:00:00
+/// UTC), as `SOURCE_DATE_EPOCH` and as the commit's timestamp; a compose
+/// with a parent is made one second after its parent. Time then comes from
+/// the inputs, never the clock, so the same inputs give the same commit id,
+/// and an upgrade is never "chronologically older" than the commit it
+/// replaces (ostree refuses those).
+pub const EPOCH: i64 = 1_704_067_200;
+
+/// Files a package install or a user add writes from the clock or from
+/// the build host's state, removed from every tree before it is committed:
+/// logs of the build's apt and dpkg runs (dated lines), and ldconfig's
+/// cache of file stamps. (The guest starts them afresh.)
+const BUILD_TRACES: &[&str] = &[
+    "var/log/dpkg.log",
+    "var/log/alternatives.log",
+    "var/log/bootstrap.log",
+    "var/log/apt/history.log",
+    "var/log/apt/term.log",
+    "var/log/apt/eipp.log.xz",
+    "var/cache/ldconfig/aux-cache",
+];
+
 /// Composes edge commits with mmdebstrap and ostree.
 #[derive(Debug, Clone)]
 pub struct LocalComposer {
@@ -334,6 +356,8 @@ fn compose(
     notes.packages = plan;
 
     let build_repo = Repo::init(composer.build_repo(), RepoMode::Bare)?;
+    ensure_parent(&build_repo, request)?;
+    let epoch = source_date_epoch(&build_repo, request)?;
     let work_root = composer.cache_dir.join("work");
     fs::create_dir_all(&work_root).with_context(|| format!("creating {}", work_root.display()))?;
     empty_trash(&work_root);
@@ -357,13 +381,13 @@ fn compose(
     let extras: Vec<String> = wanted.iter().filter(|name| !base.packages.contains(name)).cloned().collect();
     if !extras.is_empty() {
         progress.note(&format!("installing {} into the base", extras.join(", ")));
-        install_extra_packages(composer, &base, &tree, &extras)?;
+        install_extra_packages(composer, &base, &tree, &extras, epoch)?;
         notes.extra_packages_installed = extras;
         clock.lap(&mut notes, "extra packages");
     }
 
     let packages = installed_packages(&tree)?;
-    notes.customizations_not_applied = apply_customizations(&tree, &request.blueprint)?;
+    notes.customizations_not_applied = apply_customizations(&tree, &request.blueprint, epoch)?;
     for what in &notes.customizations_not_applied {
         progress.note(&format!("customization not applied: {what}"));
     }
@@ -373,11 +397,11 @@ fn compose(
     build_small_initramfs(&tree, &base.kernel)?;
     clock.lap(&mut notes, "initramfs");
 
+    host_keys_at_first_boot(&tree)?;
     reshape_for_ostree(&tree, &base.kernel)?;
     clock.lap(&mut notes, "reshape");
 
     progress.note("committing");
-    ensure_parent(&build_repo, request)?;
     let version = request.blueprint.get("version").and_then(Value::as_str).map(str::to_string);
     let subject = format!("edgelab local compose of image {}", request.image);
     let stats = build_repo.commit(&CommitRequest {
@@ -389,6 +413,7 @@ fn compose(
         bootable: true,
         link_checkout_speedup: true,
         consume: false,
+        timestamp: Some(epoch),
     })?;
     let commit = stats.commit.clone();
     clock.lap(&mut notes, "commit");
@@ -469,6 +494,7 @@ fn find_or_build_base(
         mirrors: &mirrors,
         apt_cache: &composer.apt_cache(),
         keep_lists: Some(&lists),
+        source_date_epoch: EPOCH,
     })
     .with_context(|| format!("bootstrapping Debian {} with {}", composer.suite, wanted.join(" ")))?;
 
@@ -476,6 +502,7 @@ fn find_or_build_base(
     progress.note(&format!("building the initramfs for {kernel}"));
     build_initramfs(&rootfs, &kernel)?;
     clear_for_commit(&rootfs)?;
+    remove_build_traces(&rootfs)?;
     progress.note("storing the base in the build repo");
     let stats = build_repo.commit(&CommitRequest {
         branch: &format!("edgelab/base/{}", &key[..16]),
@@ -486,6 +513,7 @@ fn find_or_build_base(
         bootable: false,
         link_checkout_speedup: false,
         consume: true,
+        timestamp: Some(EPOCH),
     })?;
     fs::remove_dir_all(&rootfs).ok();
     let base = Base {
@@ -541,10 +569,17 @@ fn checkout_base(build_repo: &Repo, base: &Base, tree: &Path) -> anyhow::Result<
 
 /// apt-get inside the tree, with the base's package lists and the shared
 /// `.deb` cache bind-mounted in, so a cached package downloads nothing.
-fn install_extra_packages(composer: &LocalComposer, base: &Base, tree: &Path, extras: &[String]) -> anyhow::Result<()> {
+fn install_extra_packages(
+    composer: &LocalComposer,
+    base: &Base,
+    tree: &Path,
+    extras: &[String],
+    epoch: i64,
+) -> anyhow::Result<()> {
     let lists = composer.bases_dir().join(format!("{}.lists", base.key));
     let chroot = Chroot::new(tree)
         .with_api_filesystems()
+        .with_source_date_epoch(epoch)
         .with_bind(composer.apt_cache(), "/var/cache/apt/archives")
         .with_bind(&lists, "/var/lib/apt/lists");
     let resolv = tree.join("etc/resolv.conf");
@@ -612,13 +647,15 @@ fn build_small_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
 /// A small uncompressed initramfs (it unpacks in 0.3 s instead of 8 s
 /// under TCG), replacing the big host-only one the kernel package built.
 fn build_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
-    let chroot = Chroot::new(root).with_api_filesystems();
+    // `--reproducible`: file times in the cpio archive from SOURCE_DATE_EPOCH.
+    let chroot = Chroot::new(root).with_api_filesystems().with_source_date_epoch(EPOCH);
     let target = format!("/boot/initramfs-{kernel}.img");
     chroot
         .run(
             "dracut",
             [
                 "--force",
+                "--reproducible",
                 "--no-hostonly",
                 "--no-compress",
                 "-m",
@@ -680,12 +717,13 @@ pub fn dpkg_status_packages(text: &str) -> Vec<(String, String)> {
 
 /// Applies the blueprint's customizations to the tree; returns what could
 /// not be applied (reported, never silently skipped).
-fn apply_customizations(root: &Path, blueprint: &Value) -> anyhow::Result<Vec<String>> {
+fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -> anyhow::Result<Vec<String>> {
     let mut not_applied = Vec::new();
     let Some(custom) = blueprint.get("customizations").and_then(Value::as_object) else {
         return Ok(not_applied);
     };
-    let chroot = Chroot::new(root);
+    // useradd dates the password change in /etc/shadow from SOURCE_DATE_EPOCH.
+    let chroot = Chroot::new(root).with_source_date_epoch(epoch);
     let list = |value: Option<&Value>| -> Vec<Value> { value.and_then(Value::as_array).cloned().unwrap_or_default() };
     for (key, value) in custom {
         match key.as_str() {
@@ -870,6 +908,46 @@ fn enable_service(chroot: &Chroot, name: &str, verb: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The unit that makes a device's SSH host keys on its first boot, before
+/// sshd starts (as RHEL's sshd-keygen does).
+const SSH_KEYGEN_UNIT: &str = "[Unit]
+Description=Generate this device's SSH host keys (an image ships none)
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// openssh-server's install made host keys: random, so no two composes
+/// would be the same, and every device of the image would share them.
+/// They are removed, and the device makes its own on its first boot.
+fn host_keys_at_first_boot(root: &Path) -> anyhow::Result<()> {
+    let ssh = root.join("etc/ssh");
+    if !ssh.join("sshd_config").exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(&ssh).with_context(|| format!("reading {}", ssh.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with("ssh_host_") {
+            remove_any(&path)?;
+        }
+    }
+    let unit = "edgelab-ssh-keygen.service";
+    write_replacing(&root.join("etc/systemd/system").join(unit), SSH_KEYGEN_UNIT.as_bytes(), 0o644)?;
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    fs::create_dir_all(&wants).with_context(|| format!("creating {}", wants.display()))?;
+    remove_any(&wants.join(unit))?;
+    std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), wants.join(unit))
+        .with_context(|| format!("enabling {unit}"))?;
+    Ok(())
+}
+
 /// The OSTree layout: kernel and initramfs in usr/lib/modules/$KVER, /etc
 /// as usr/etc, /var's content as usr/share/factory/var (the installer fills
 /// each deployment's /var from it), the writable top-level folders as links
@@ -885,6 +963,7 @@ fn reshape_for_ostree(root: &Path, kernel: &str) -> anyhow::Result<()> {
         remove_any(&root.join(link))?;
     }
     clear_for_commit(root)?;
+    remove_build_traces(root)?;
 
     // Package lists and caches are the build's, not the guest's.
     for dir in ["var/lib/apt/lists", "var/cache/apt/archives"] {
@@ -955,6 +1034,23 @@ fn ensure_parent(build_repo: &Repo, request: &ComposeRequest) -> anyhow::Result<
     let unpacked = tempfile::tempdir_in(build_repo.path.parent().unwrap_or(Path::new("/var/tmp")))?;
     tarball::extract(source, unpacked.path())?;
     build_repo.pull_local(&unpacked.path().join("repo"), &[parent], Depth::Tip)?;
+    Ok(())
+}
+
+/// The time a compose is made at: `EPOCH`, or its parent's time plus one
+/// second.
+fn source_date_epoch(build_repo: &Repo, request: &ComposeRequest) -> anyhow::Result<i64> {
+    match &request.parent_commit {
+        None => Ok(EPOCH),
+        Some(parent) => Ok(build_repo.timestamp(parent)? + 1),
+    }
+}
+
+/// Removes `BUILD_TRACES` from a tree about to be committed.
+fn remove_build_traces(root: &Path) -> anyhow::Result<()> {
+    for path in BUILD_TRACES {
+        remove_any(&root.join(path))?;
+    }
     Ok(())
 }
 

@@ -313,10 +313,7 @@ impl<'a> Demo<'a> {
 
     /// The commit of `image` in the served repo.
     pub fn image_commit(&self, image: &str) -> anyhow::Result<String> {
-        let repo = self
-            .store()
-            .last_manifest(&StageId::new(StageKind::Repo, "served"))
-            .context("the served repo has not been built: run `cargo xtask lab up`")?;
+        let repo = self.session.current()?.manifest(self.store(), &StageId::new(StageKind::Repo, "served"))?;
         repo.extra
             .pointer(&format!("/images/{image}/commit"))
             .and_then(|it| it.as_str())
@@ -336,10 +333,7 @@ impl<'a> Demo<'a> {
     /// What `guest`'s install pulled from the lab file server (its install
     /// artifact's record).
     pub fn install_pull(&self, guest: &str) -> anyhow::Result<file_server::ClientTotals> {
-        let manifest = self
-            .store()
-            .last_manifest(&StageId::new(StageKind::Install, guest))
-            .with_context(|| format!("{guest} has no install artifact"))?;
+        let manifest = self.session.current()?.manifest(self.store(), &StageId::new(StageKind::Install, guest))?;
         let number = |name: &str| manifest.extra.pointer(&format!("/file_server/{name}")).and_then(|it| it.as_u64());
         match (number("requests"), number("bytes")) {
             (Some(requests), Some(bytes_sent)) => Ok(file_server::ClientTotals { requests, bytes_sent }),
@@ -361,7 +355,7 @@ impl<'a> Demo<'a> {
     /// Starts the guest again on its own disk, as `guest start` does.
     pub fn start(&self, guest: &str) -> anyhow::Result<()> {
         netns::up(self.store(), &netns::segment(self.lab()))?;
-        guests::prepare(self.lab(), self.store(), guest, false)?;
+        guests::prepare(self.lab(), self.store(), &self.session.current()?, guest, false)?;
         guests::start(self.store(), guest, &guests::launcher_args(self.lab(), self.store(), guest))?;
         Ok(())
     }

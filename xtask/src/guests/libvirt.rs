@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    current::Current,
     graph::{StageId, StageKind},
     lab::{Guest, Lab},
     store::Store,
@@ -82,12 +83,11 @@ pub fn install_spec<'a>(lab: &'a Lab, guest: &'a Guest, iso: &'a Path) -> Instal
     }
 }
 
-/// The guest's remastered ISO: the newest artifact of its `iso` stage.
-pub fn iso_for(store: &Store, name: &str) -> anyhow::Result<PathBuf> {
-    let manifest = store
-        .last_manifest(&StageId::new(StageKind::Iso, name))
-        .filter(|manifest| store.artifact_manifest(&manifest.key).is_some())
-        .with_context(|| format!("guest {name} has no remastered ISO yet: run `cargo xtask lab up`"))?;
+/// The guest's remastered ISO: the current artifact of its `iso` stage.
+pub fn iso_for(store: &Store, current: &Current, name: &str) -> anyhow::Result<PathBuf> {
+    let manifest = current
+        .manifest(store, &StageId::new(StageKind::Iso, name))
+        .with_context(|| format!("guest {name} has no remastered ISO for the lab as it is"))?;
     let file = manifest.extra.get("iso").and_then(|it| it.as_str()).map(String::from).unwrap_or(format!("{name}.iso"));
     Ok(store.artifact_out(&manifest.key).join(file))
 }

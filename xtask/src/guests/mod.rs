@@ -230,14 +230,19 @@ pub enum DiskAction {
     Reinstalled,
 }
 
-/// Gives the guest its own copy of its newest install artifact's disk: made
-/// when missing, replaced only when the artifact changed and `reinstall`.
-pub fn prepare(lab: &Lab, store: &Store, name: &str, reinstall: bool) -> anyhow::Result<DiskAction> {
+/// Gives the guest its own copy of its current install artifact's disk:
+/// made when missing, replaced only when the artifact changed and `reinstall`.
+pub fn prepare(
+    lab: &Lab,
+    store: &Store,
+    current: &crate::current::Current,
+    name: &str,
+    reinstall: bool,
+) -> anyhow::Result<DiskAction> {
     let guest = lab.guest(name).with_context(|| format!("no guest `{name}` in the lab"))?;
-    let manifest = store
-        .last_manifest(&StageId::new(StageKind::Install, name))
-        .filter(|manifest| store.artifact_manifest(&manifest.key).is_some())
-        .with_context(|| format!("guest {name} has no install artifact yet: run `cargo xtask lab up`"))?;
+    let manifest = current
+        .manifest(store, &StageId::new(StageKind::Install, name))
+        .with_context(|| format!("guest {name} has no install for the lab as it is"))?;
     let dir = guest_dir(store, name)?;
     let mut state = load_state(&dir).unwrap_or_default();
     let disk = dir.join("disk.img");

@@ -15,11 +15,12 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::{Ensured, Health, Process};
 use crate::{
+    current::Current,
     graph::{StageId, StageKind},
     lab::Lab,
     store::Store,
@@ -78,18 +79,17 @@ pub fn listen_address(lab: &Lab) -> SocketAddr {
     SocketAddr::new(lab.file_server.address, lab.file_server.port)
 }
 
-/// The folder `lab up` serves: the published `repo served` artifact.
-pub fn served_root(store: &Store) -> anyhow::Result<PathBuf> {
+/// The folder `lab up` serves: the current `repo served` artifact (the one
+/// `lab plan` calls fresh).
+pub fn served_root(lab: &Lab, store: &Store) -> anyhow::Result<PathBuf> {
     let stage = StageId::new(StageKind::Repo, "served");
-    match store.last_manifest(&stage).filter(|manifest| store.artifact_manifest(&manifest.key).is_some()) {
-        Some(manifest) => Ok(store.artifact_out(&manifest.key)),
-        None => bail!("the served repo has not been built yet: run `cargo xtask lab up`"),
-    }
+    let manifest = Current::of(lab, store)?.manifest(store, &stage)?;
+    Ok(store.artifact_out(&manifest.key))
 }
 
 /// Serves the merged repo for `lab` unless that is already running.
 pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
-    let root = served_root(store)?;
+    let root = served_root(lab, store)?;
     ensure_serving(store, &root, listen_address(lab))
 }
 

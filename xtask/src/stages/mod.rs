@@ -111,6 +111,7 @@ fn check_live_here(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
         StageKind::Prereqs => prereqs::check_live(ctx, output_digest),
         StageKind::Push => push::check_live(ctx, output_digest),
         StageKind::Tag => tag::check_live(ctx, output_digest),
+        StageKind::Repo => repo::check_live(ctx, output_digest),
         _ => Ok(()),
     }
 }

@@ -9,8 +9,21 @@
 //! The repo is the stage's artifact, `out/repo`: immutable once published;
 //! the file server serves it at `/repo/`. Output digest: sha256 over the
 //! sorted (ref, commit) pairs of the images and the delta names.
+//!
+//! The repo also keeps what the store's guests need: a guest installed from
+//! a commit that is no longer any image's (a rebuild replaced it) still
+//! upgrades from it, so that commit is pulled in from the artifact that
+//! holds it, with a static delta from it to its ref's new head. Which
+//! commits guests use is run state (`run/guests/*/guest.json`), not a key
+//! input, as with the tag stage's promotions: `check_live` reruns the stage
+//! under the same key when a guest's commit is missing, and the retained
+//! commits stay out of the output digest, since nothing after this stage
+//! reads them (installs take the images' commits), so installs stay cached.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -19,6 +32,8 @@ use sha2::{Digest as _, Sha256};
 use super::{StageCtx, StageOutput};
 use crate::{
     compose::tarball,
+    graph::StageKind,
+    store::Store,
     tools::ostree::{DeltaFrom, DeltaParts, Depth, Repo, RepoMode},
 };
 
@@ -72,6 +87,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         plans.push(DeltaPlan { image: image.clone(), parent: from, to });
     }
     let mut deltas = generate_deltas(&repo, &plans, &|note| ctx.progress.note(note))?;
+    let retained = retain_guest_commits(ctx, &repo, &commits)?;
     repo.update_summary()?;
     deltas.sort();
     deltas.dedup();
@@ -93,6 +109,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
             "images": commits.iter().map(|(name, (r, c))| (name.clone(), json!({"ref": r, "commit": c}))).collect::<serde_json::Map<String, Value>>(),
             "refs": repo.refs()?,
             "deltas": deltas,
+            "retained": retained,
             "objects": n_objects,
             "object_bytes": repo_bytes,
             "delta_bytes": delta_bytes,
@@ -147,6 +164,101 @@ pub fn generate_deltas(repo: &Repo, plans: &[DeltaPlan], note: &dyn Fn(&str)) ->
         deltas.push(name);
     }
     Ok(deltas)
+}
+
+/// Is every commit a guest of this store uses (and the store still holds)
+/// in the published repo? `Err` names the first one missing.
+pub fn check_live(ctx: &StageCtx, _output_digest: &str) -> Result<(), String> {
+    let repo = Repo::at(ctx.out.join("repo"));
+    for (guest, commit) in guest_commits(ctx.store) {
+        if !repo.has_commit(&commit) && commit_source(ctx.store, &commit).is_some() {
+            return Err(format!("guest {guest}'s commit {} is not in the served repo", &commit[..12]));
+        }
+    }
+    Ok(())
+}
+
+/// (guest, commit) for every guest of the store with a disk, from its run
+/// state: the commit its disk was installed from.
+pub fn guest_commits(store: &Store) -> Vec<(String, String)> {
+    let Ok(dir) = store.run_dir("guests") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut commits: Vec<(String, String)> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.join("disk.img").exists())
+        .filter_map(|path| {
+            let state = crate::guests::load_state(&path)?;
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            state.commit.filter(|commit| is_commit_id(commit)).map(|commit| (name, commit))
+        })
+        .collect();
+    commits.sort();
+    commits
+}
+
+/// Pulls each guest's commit that is no image's into `repo`, with a static
+/// delta to its ref's head there; returns what was kept, for the manifest.
+fn retain_guest_commits(
+    ctx: &StageCtx,
+    repo: &Repo,
+    commits: &BTreeMap<String, (String, String)>,
+) -> anyhow::Result<Vec<Value>> {
+    let image_commits: Vec<&String> = commits.values().map(|(_, commit)| commit).collect();
+    let mut retained: Vec<Value> = Vec::new();
+    for (guest, commit) in guest_commits(ctx.store) {
+        if image_commits.contains(&&commit) {
+            continue;
+        }
+        if let Some(kept) = retained.iter_mut().find(|kept| kept["commit"] == json!(commit)) {
+            if let Some(guests) = kept["guests"].as_array_mut() {
+                guests.push(json!(guest));
+            }
+            continue;
+        }
+        let Some((source, ostree_ref)) = commit_source(ctx.store, &commit) else {
+            ctx.progress.note(&format!(
+                "guest {guest}'s commit {} is gone from the store: its next upgrade has no static delta",
+                &commit[..12]
+            ));
+            continue;
+        };
+        ctx.progress.note(&format!("keeping guest {guest}'s commit {}", &commit[..12]));
+        repo.pull_local(&source, &[&commit], Depth::Tip)
+            .with_context(|| format!("keeping guest {guest}'s commit {commit} in the served repo"))?;
+        // The ref ends on the newest image that shares it: where the guest's
+        // next upgrade goes.
+        let head = match &ostree_ref {
+            Some(ostree_ref) => repo.rev_parse(ostree_ref)?.unwrap_or_default(),
+            None => String::new(),
+        };
+        let mut delta = Value::Null;
+        if is_commit_id(&head) {
+            repo.generate_delta(DeltaFrom::Commit(&commit), &head, DeltaParts::Separate)
+                .with_context(|| format!("generating the static delta from guest {guest}'s commit to {head}"))?;
+            delta = json!(format!("{commit}-{head}"));
+        }
+        retained.push(json!({"commit": commit, "ref": ostree_ref, "guests": [guest], "delta": delta}));
+    }
+    Ok(retained)
+}
+
+/// A repo folder in the store holding `commit` (a compose's extracted repo,
+/// or an earlier served repo), and the commit's ref there.
+fn commit_source(store: &Store, commit: &str) -> Option<(PathBuf, Option<String>)> {
+    let manifests = store.list();
+    let compose =
+        manifests.iter().find(|manifest| manifest.kind == StageKind::Compose && manifest.output_digest == commit);
+    if let Some(manifest) = compose {
+        let ostree_ref = manifest.extra.get("ref").and_then(Value::as_str).map(str::to_string);
+        return Some((store.artifact_out(&manifest.key).join("repo"), ostree_ref));
+    }
+    manifests.iter().filter(|manifest| manifest.kind == StageKind::Repo).find_map(|manifest| {
+        let images = manifest.extra.get("images")?.as_object()?;
+        let image = images.values().find(|image| image.get("commit").and_then(Value::as_str) == Some(commit))?;
+        let ostree_ref = image.get("ref").and_then(Value::as_str).map(str::to_string);
+        Some((store.artifact_out(&manifest.key).join("repo"), ostree_ref))
+    })
 }
 
 /// Extracts a compose's tarball and pulls its commit into `repo`, moving

@@ -22,8 +22,10 @@ use serde_json::json;
 
 use super::{StageCtx, StageOutput};
 use crate::{
+    current::Current,
     graph::{StageId, StageKind},
     key::short_digest,
+    lab::Lab,
     services::registry,
     store::Store,
 };
@@ -49,7 +51,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     super::container::find_build(ctx.lab, repository, declared)
         .with_context(|| format!("tag `{tag}` of container `{repository}` points at an unknown build"))?;
     let pushed = ctx.inputs.get("pushed").context("the tag stage has no pushed input")?;
-    let (build, digest) = target(ctx.store, repository, tag, declared, &pushed.output_digest);
+    let (build, digest) = target(ctx.lab, ctx.store, repository, tag, declared, &pushed.output_digest);
     let endpoint = registry::endpoint(ctx.lab);
     registry::tag_manifest(endpoint, repository, &digest, tag)
         .with_context(|| format!("tagging {repository}:{tag} as {build} ({})", short_digest(&digest)))?;
@@ -66,7 +68,7 @@ pub fn check_live(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
     else {
         return Err("stage parameters missing".into());
     };
-    let (build, wanted) = target(ctx.store, repository, tag, declared, output_digest);
+    let (build, wanted) = target(ctx.lab, ctx.store, repository, tag, declared, output_digest);
     match registry::manifest_digest(registry::endpoint(ctx.lab), repository, tag) {
         Ok(Some(digest)) if digest == wanted => Ok(()),
         Ok(Some(digest)) => Err(format!(
@@ -98,13 +100,14 @@ pub fn record_promotion(store: &Store, app: &str, tag: &str, promotion: Option<P
 }
 
 /// The build and digest `app:tag` should point at now.
-fn target(store: &Store, app: &str, tag: &str, declared: &str, declared_digest: &str) -> (String, String) {
+fn target(lab: &Lab, store: &Store, app: &str, tag: &str, declared: &str, declared_digest: &str) -> (String, String) {
     match load_promotions(store).tags.remove(&format!("{app}:{tag}")) {
         Some(promotion) if promotion.build != declared => {
-            // Follow the promoted build's newest push, so prod tracks a
+            // Follow the promoted build's current push, so prod tracks a
             // rebuilt v2 until it is promoted back.
             let push = StageId::new(StageKind::Push, format!("{app}-{}", promotion.build));
-            let digest = store.last_manifest(&push).map(|it| it.output_digest).unwrap_or(promotion.digest);
+            let current = Current::of(lab, store).and_then(|current| current.manifest(store, &push));
+            let digest = current.map(|it| it.output_digest).unwrap_or(promotion.digest);
             (promotion.build, digest)
         }
         _ => (declared.to_string(), declared_digest.to_string()),

@@ -101,6 +101,15 @@ pub struct Scratch {
     pub out: PathBuf,
 }
 
+/// What `publish` does with an artifact already published under the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Keep it: it is identical by key (another run published it meanwhile).
+    Keep,
+    /// Replace it: a forced rebuild's result wins.
+    Replace,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockWait {
     /// Wait for the other process, saying so once.
@@ -218,7 +227,30 @@ impl Store {
     /// Publishes a finished scratch folder under `manifest.key`: hashes and
     /// syncs `out/`, writes and syncs the manifest, renames the folder into
     /// place, syncs the store, and then records the generation.
-    pub fn publish(&self, lock: &StoreLock, scratch: Scratch, mut manifest: Manifest) -> Result<PathBuf, StoreError> {
+    pub fn publish(&self, lock: &StoreLock, scratch: Scratch, manifest: Manifest) -> Result<PathBuf, StoreError> {
+        self.publish_as(lock, scratch, manifest, Existing::Keep)
+    }
+
+    /// Like `publish`, but an artifact already published under the key is
+    /// replaced by this one (a forced rebuild: `lab up --rebuild`). The old
+    /// folder is renamed into scratch/ first and deleted after, so a crash
+    /// in between leaves the key unbuilt, never half of either.
+    pub fn publish_replacing(
+        &self,
+        lock: &StoreLock,
+        scratch: Scratch,
+        manifest: Manifest,
+    ) -> Result<PathBuf, StoreError> {
+        self.publish_as(lock, scratch, manifest, Existing::Replace)
+    }
+
+    fn publish_as(
+        &self,
+        lock: &StoreLock,
+        scratch: Scratch,
+        mut manifest: Manifest,
+        existing: Existing,
+    ) -> Result<PathBuf, StoreError> {
         let what = |step: &str| format!("publishing {} ({}): {step}", manifest.stage, manifest.key.short());
         if manifest.preimage.key() != manifest.key {
             return Err(io_err(what("checking the key"), io::Error::other("the key is not the hash of the preimage")));
@@ -232,6 +264,12 @@ impl Store {
         write_synced(&manifest_path, &manifest_bytes).map_err(|source| io_err(what("writing manifest"), source))?;
         sync_dir(&scratch.dir).map_err(|source| io_err(what("syncing the scratch folder"), source))?;
         let target = self.root.join(&manifest.key.0);
+        if existing == Existing::Replace && fs::symlink_metadata(&target).is_ok() {
+            let old = self.root.join("scratch").join(format!("replaced.{}.{}", manifest.key.0, now_nanos()));
+            fs::rename(&target, &old).map_err(|source| io_err(what("moving the replaced artifact aside"), source))?;
+            sync_dir(&self.root).map_err(|source| io_err(what("syncing the store"), source))?;
+            remove_tree(&old);
+        }
         if self.artifact_manifest(&manifest.key).is_some() {
             // Published meanwhile by an earlier run: identical by key.
             remove_tree(&scratch.dir);

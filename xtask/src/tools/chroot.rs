@@ -41,6 +41,10 @@ pub struct Chroot {
     pub api_filesystems: bool,
     /// Host folder -> absolute path inside the root, bind-mounted.
     pub binds: Vec<(PathBuf, String)>,
+    /// Passed as `SOURCE_DATE_EPOCH`, so what runs inside (useradd's
+    /// password-change day, Python's bytecode, maintainer scripts) writes
+    /// this time instead of the clock's.
+    pub source_date_epoch: Option<i64>,
 }
 
 const LONG: Duration = Duration::from_secs(1800);
@@ -66,7 +70,7 @@ exec chroot "$EDGELAB_ROOT" "$@"
 impl Chroot {
     /// A chroot without mounts (useradd, systemctl enable).
     pub fn new(root: impl Into<PathBuf>) -> Chroot {
-        Chroot { root: root.into(), api_filesystems: false, binds: Vec::new() }
+        Chroot { root: root.into(), api_filesystems: false, binds: Vec::new(), source_date_epoch: None }
     }
 
     /// The same root with /proc, /sys and /dev mounted for each command.
@@ -78,6 +82,12 @@ impl Chroot {
     /// The same root with the host folder `source` bind-mounted at `inside`.
     pub fn with_bind(mut self, source: impl Into<PathBuf>, inside: &str) -> Chroot {
         self.binds.push((source.into(), inside.to_string()));
+        self
+    }
+
+    /// The same root with `SOURCE_DATE_EPOCH=epoch` for each command.
+    pub fn with_source_date_epoch(mut self, epoch: i64) -> Chroot {
+        self.source_date_epoch = Some(epoch);
         self
     }
 
@@ -98,6 +108,9 @@ impl Chroot {
             .env("EDGELAB_ROOT", &self.root)
             .env("EDGELAB_API", if self.api_filesystems { "1" } else { "" })
             .env("EDGELAB_N_BINDS", self.binds.len().to_string());
+        if let Some(epoch) = self.source_date_epoch {
+            cmd = cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+        }
         for (idx, (source, inside)) in self.binds.iter().enumerate() {
             cmd = cmd.env(format!("EDGELAB_BIND_SRC_{idx}"), source).env(format!("EDGELAB_BIND_DST_{idx}"), inside);
         }

@@ -31,6 +31,10 @@ pub struct Bootstrap<'a> {
     /// When set, the package lists apt downloaded are kept here (so later
     /// installs into a copy of the tree need no `apt-get update`).
     pub keep_lists: Option<&'a Path>,
+    /// `SOURCE_DATE_EPOCH` for mmdebstrap: it clamps what it writes to this
+    /// time and removes what only a clock makes (ldconfig's aux-cache,
+    /// machine-id), so the same archive gives the same tree.
+    pub source_date_epoch: i64,
 }
 
 /// Paths dpkg leaves out of the tree: docs and translations nobody reads on
@@ -69,7 +73,11 @@ pub fn bootstrap(request: &Bootstrap) -> anyhow::Result<()> {
     for mirror in request.mirrors {
         cmd = cmd.arg(mirror);
     }
-    cmd.env("LC_ALL", "C.UTF-8").timeout(Duration::from_secs(3600)).run().map_err(explain_failure)?;
+    cmd.env("LC_ALL", "C.UTF-8")
+        .env("SOURCE_DATE_EPOCH", request.source_date_epoch.to_string())
+        .timeout(Duration::from_secs(3600))
+        .run()
+        .map_err(explain_failure)?;
     Ok(())
 }
 

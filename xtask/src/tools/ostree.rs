@@ -41,6 +41,7 @@ pub struct CommitRequest<'a> {
     /// The ref the commit is made on (and bound to).
     pub branch: &'a str,
     pub tree: &'a Path,
+    /// The parent commit; `None` makes a commit without one (`--orphan`).
     pub parent: Option<&'a str>,
     pub subject: &'a str,
     /// Written as the `version` metadata key.
@@ -52,6 +53,9 @@ pub struct CommitRequest<'a> {
     /// Move the tree's files into the repo instead of copying (the tree is
     /// left unusable).
     pub consume: bool,
+    /// The commit's timestamp (seconds since the epoch) instead of the
+    /// clock's: with it, the same tree and parent give the same commit id.
+    pub timestamp: Option<i64>,
 }
 
 /// What `ostree commit --table-output` reports.
@@ -134,9 +138,12 @@ impl Repo {
             .arg(format!("--tree=dir={}", request.tree.display()))
             .arg(format!("--subject={}", request.subject))
             .arg("--table-output");
-        if let Some(parent) = request.parent {
-            cmd = cmd.arg(format!("--parent={parent}"));
-        }
+        cmd = match request.parent {
+            Some(parent) => cmd.arg(format!("--parent={parent}")),
+            // Without it ostree takes the branch's tip as the parent: the
+            // commit id would depend on what was committed there before.
+            None => cmd.arg("--orphan"),
+        };
         if let Some(version) = request.version {
             cmd = cmd.arg(format!("--add-metadata-string=version={version}"));
         }
@@ -148,6 +155,9 @@ impl Repo {
         }
         if request.consume {
             cmd = cmd.arg("--consume");
+        }
+        if let Some(timestamp) = request.timestamp {
+            cmd = cmd.arg(format!("--timestamp=@{timestamp}"));
         }
         let out = cmd.timeout(LONG).run()?;
         parse_commit_table(&out.stdout)
@@ -224,6 +234,21 @@ impl Repo {
             .find_map(|line| line.trim().strip_prefix("ContentChecksum:"))
             .map(|v| v.trim().to_string())
             .unwrap_or_default())
+    }
+
+    /// The commit's timestamp in seconds since the epoch (`ostree show`
+    /// prints it in UTC as `Date:  2026-11-27 11:36:50 +0000`).
+    pub fn timestamp(&self, commit: &str) -> anyhow::Result<i64> {
+        let out = self.cmd("show").arg(commit).run()?;
+        let date = out.stdout.lines().find_map(|line| line.trim().strip_prefix("Date:")).map(str::trim);
+        date.and_then(parse_utc_date)
+            .with_context(|| format!("`ostree show {commit}` in {} printed no readable Date:", self.path.display()))
+    }
+
+    /// Files and folders that differ between two commits (`ostree diff`:
+    /// one `A|D|M path` per line).
+    pub fn diff(&self, from: &str, to: &str) -> anyhow::Result<String> {
+        Ok(self.cmd("diff").arg(from).arg(to).timeout(LONG).run()?.stdout)
     }
 
     /// A file's bytes from a commit (`ostree cat`).
@@ -487,6 +512,28 @@ fn repo_flag(repo: &Path) -> String {
     format!("--repo={}", repo.display())
 }
 
+/// `2026-11-27 11:36:50 +0000` -> seconds since the epoch (UTC only: that
+/// is what ostree prints).
+fn parse_utc_date(text: &str) -> Option<i64> {
+    let mut words = text.split_whitespace();
+    let (day, time) = (words.next()?, words.next()?);
+    if words.next().is_some_and(|zone| zone != "+0000") {
+        return None;
+    }
+    let numbers = |text: &str, sep: char| -> Option<Vec<i64>> { text.split(sep).map(|n| n.parse().ok()).collect() };
+    let (ymd, hms) = (numbers(day, '-')?, numbers(time, ':')?);
+    let [year, month, day] = <[i64; 3]>::try_from(ymd).ok()?;
+    let [hour, minute, second] = <[i64; 3]>::try_from(hms).ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,6 +551,16 @@ mod tests {
             "OE/PyDup2fVJvsAhrpsq3bjiD3mziCDxNBHJ1W3vT6_0-7tEAj7ixxAJ833SxQCzbfoNJ7YVOiF9XFXxyMBWUKfQ"
         );
         assert!(delta_dir("nothex").is_err());
+    }
+
+    #[test]
+    fn reads_ostree_dates() {
+        assert_eq!(parse_utc_date("1970-01-01 00:00:00 +0000"), Some(0));
+        assert_eq!(parse_utc_date("2024-01-01 00:00:00 +0000"), Some(1_704_067_200));
+        assert_eq!(parse_utc_date("2026-11-27 11:36:50 +0000"), Some(1_795_779_410));
+        assert_eq!(parse_utc_date("2024-02-29 23:59:59"), Some(1_709_251_199));
+        assert_eq!(parse_utc_date("2024-01-01 00:00:00 +0100"), None);
+        assert_eq!(parse_utc_date("yesterday"), None);
     }
 
     #[test]

@@ -224,6 +224,11 @@ impl ServerKind {
 
 /// Runs the full benchmark and writes `out_dir/serve.json`.
 pub fn run(out_dir: &Path) -> anyhow::Result<()> {
+    // The comparison needs its baselines: installed like any prerequisite
+    // (nginx and the Go toolchain for the demo's server, wrk as the load).
+    let programs = ["ostree", "wrk", "nginx", "go", "python3"].into_iter().collect();
+    crate::stages::prereqs::ensure_programs(&programs, &crate::progress::Progress::new(false))
+        .context("installing what `bench serve` compares")?;
     let work_dir =
         tempfile::Builder::new().prefix("edgelab-bench-serve.").tempdir().context("creating a temp folder")?;
     let report = measure(&BenchConfig::full(), work_dir.path())?;

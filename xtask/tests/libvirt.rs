@@ -23,7 +23,7 @@ use std::{
 
 use edgelab::{
     cli::{Global, Session, guest_libvirt},
-    graph::{Stage, StageId, StageKind},
+    graph::{StageId, StageKind},
     guests::libvirt::{self, InstallWait, UpAction},
     lab::{Backend, Lab},
     store::{LockWait, Store},
@@ -367,21 +367,35 @@ impl World {
 
     /// Publishes a stand-in for the `iso NAME` stage's artifact, as the
     /// stage names it (`NAME.iso`, recorded in the manifest).
+    /// Publishes the guest's kickstart and ISO as the plan keys them (the
+    /// host's facts, the kickstart's output), so they are current.
     fn publish_iso(&self, name: &str) -> PathBuf {
-        let stage = Stage {
-            id: StageId::new(StageKind::Iso, name),
-            schema: 1,
-            backend: Backend::Rhel,
-            params: [("guest".to_string(), serde_json::json!(name))].into(),
-            files: Default::default(),
-            tools: vec![],
-            deps: Default::default(),
-        };
-        let manifest = manifest::manifest_for(&stage, serde_json::json!({ "iso": format!("{name}.iso") }));
+        let session = self.session();
+        let facts = session.facts().unwrap();
+        let kickstart = session.graph.stage(&StageId::new(StageKind::Kickstart, name)).unwrap();
+        let kickstart_output = format!("sha256:{}", "1".repeat(64));
+        let kickstart_manifest = manifest::current_manifest_for(
+            kickstart,
+            &facts,
+            Default::default(),
+            &kickstart_output,
+            serde_json::json!({}),
+        );
+        let iso = session.graph.stage(&StageId::new(StageKind::Iso, name)).unwrap();
+        let inputs = [("kickstart".to_string(), kickstart_output.clone())].into();
+        let iso_manifest = manifest::current_manifest_for(
+            iso,
+            &facts,
+            inputs,
+            &format!("sha256:{}", "2".repeat(64)),
+            serde_json::json!({ "iso": format!("{name}.iso") }),
+        );
         let lock = self.store.lock(LockWait::NoWait).unwrap();
-        let scratch = self.store.begin(&lock, &stage.id).unwrap();
+        let scratch = self.store.begin(&lock, &kickstart.id).unwrap();
+        self.store.publish(&lock, scratch, kickstart_manifest).unwrap();
+        let scratch = self.store.begin(&lock, &iso.id).unwrap();
         std::fs::write(scratch.out.join(format!("{name}.iso")), "not really an ISO").unwrap();
-        let out = self.store.publish(&lock, scratch, manifest).unwrap();
+        let out = self.store.publish(&lock, scratch, iso_manifest).unwrap();
         out.join(format!("{name}.iso"))
     }
 

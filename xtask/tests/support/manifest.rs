@@ -1,5 +1,7 @@
 //! A manifest for a stage a test publishes by hand (no runner): keyed by its
-//! preimage's hash, as the store requires, with no facts and no inputs.
+//! preimage's hash, as the store requires, with no facts and no inputs, or
+//! (`current_manifest_for`) with the host's facts and its deps' outputs, so
+//! the plan calls it the stage's current artifact.
 //! Included with `#[path = "support/manifest.rs"] mod manifest;`.
 
 use edgelab::{
@@ -22,4 +24,18 @@ pub fn manifest_for(stage: &Stage, extra: serde_json::Value) -> Manifest {
         duration_ms: 1,
         extra,
     }
+}
+
+/// `stage`'s manifest keyed as the plan keys it: with `facts` and the
+/// output digests of its deps by role; `output_digest` is what it made.
+#[allow(dead_code)]
+pub fn current_manifest_for(
+    stage: &Stage,
+    facts: &Facts,
+    inputs: std::collections::BTreeMap<String, String>,
+    output_digest: &str,
+    extra: serde_json::Value,
+) -> Manifest {
+    let preimage = Preimage::of(stage, facts, inputs);
+    Manifest { key: preimage.key(), preimage, output_digest: output_digest.to_string(), ..manifest_for(stage, extra) }
 }

@@ -69,5 +69,9 @@ INIT
 chmod +x "$work/init"
 # A new file renamed over OUT, never written through it: a composed tree is
 # a hardlinked checkout, where OUT's inode is the build repo's own object.
-(cd "$work" && find . | cpio --quiet -o -H newc) > "$out.new"
+# Reproducible: every file dated SOURCE_DATE_EPOCH (the compose passes it),
+# names in a fixed order, inode and device numbers from cpio's counter.
+epoch=${SOURCE_DATE_EPOCH:-0}
+find "$work" -exec touch -h -d "@$epoch" {} +
+(cd "$work" && find . | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible) > "$out.new"
 mv -f "$out.new" "$out"

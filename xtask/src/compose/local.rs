@@ -637,8 +637,11 @@ fn build_small_initramfs(root: &Path, kernel: &str) -> anyhow::Result<()> {
     // repo's object itself, so it is unlinked, never written through.
     let old = root.join(target.trim_start_matches('/'));
     fs::remove_file(&old).with_context(|| format!("removing the base's initramfs {}", old.display()))?;
+    // SOURCE_DATE_EPOCH: the script dates every file in the archive from it,
+    // so the same inputs give the same initramfs (and commit).
     Chroot::new(root)
         .with_api_filesystems()
+        .with_source_date_epoch(EPOCH)
         .run("/bin/sh", ["-c", INITRAMFS_SCRIPT, "edgelab-initramfs", kernel, target.as_str()])
         .with_context(|| format!("building the initramfs for kernel {kernel} (guest/local/initramfs/build.sh)"))?;
     Ok(())

@@ -184,10 +184,16 @@ fn v1_and_v2_compose_serve_and_deploy() {
     let repo = Repo::at(served.join("repo"));
     assert_eq!(repo.rev_parse(REF).unwrap().as_deref(), Some(v2.commit.as_str()));
     assert!(repo.has_commit(&v1.commit) && repo.has_commit(&v2.commit));
-    assert_eq!(repo.static_deltas().unwrap(), vec![format!("{}-{}", v1.commit, v2.commit)]);
+    // From scratch to each image (installs), and from v1 to v2 (upgrades).
+    let mut expected = vec![v1.commit.clone(), v2.commit.clone(), format!("{}-{}", v1.commit, v2.commit)];
+    expected.sort();
+    let mut deltas = repo.static_deltas().unwrap();
+    deltas.sort();
+    assert_eq!(deltas, expected);
     assert!(served.join("repo/summary").is_file());
     let (_, repo_bytes) = dir_size(&served.join("repo/objects"));
-    let (_, delta_bytes) = dir_size(&served.join("repo/deltas"));
+    // The upgrade's delta (the from-scratch ones hold whole images).
+    let delta_bytes = repo.static_delta_bytes(&format!("{}-{}", v1.commit, v2.commit)).unwrap();
     let (n_objects, _) = dir_size(&served.join("repo/objects"));
     assert!(delta_bytes * 20 < repo_bytes, "delta {delta_bytes} B is not a small fraction of the repo {repo_bytes} B");
 

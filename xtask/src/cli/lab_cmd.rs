@@ -53,7 +53,9 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     // The host's prerequisites before anything else: the network and every
     // other stage run programs this stage installs.
     let prereqs = StageId::new(StageKind::Prereqs, "host");
-    let facts = session.facts()?;
+    // The prereqs stage reads no file and names no tool, so its key needs no
+    // facts: the inputs are hashed once, after it ran.
+    let facts = crate::key::Facts::default();
     let first = runner::Targets { wanted: vec![prereqs.clone()], rebuild: targets.rebuild.clone() };
     let mut summary =
         runner::run_targets(&session.lab, &session.graph, &facts, &session.store, &lock, &first, &progress);

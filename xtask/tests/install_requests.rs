@@ -30,7 +30,7 @@ fn an_install_pulls_through_the_from_scratch_delta() {
     let tmp = tempfile::Builder::new().prefix("edgelab-install-requests-").tempdir_in("/var/tmp").unwrap();
     let (served, v1) = image::served_copy(tmp.path());
     let repo = Repo::at(served.join("repo"));
-    let plan = DeltaPlan { image: "v1".into(), parent: None, to: v1.clone() };
+    let plan = DeltaPlan { image: "v1".into(), parent: None, to: v1.clone(), from_scratch: true };
     assert_eq!(generate_deltas(&repo, &[plan], &|_| {}).unwrap(), vec![v1.clone()]);
     repo.update_summary().unwrap();
 
@@ -67,7 +67,8 @@ fn an_install_pulls_through_the_from_scratch_delta() {
     let delta_bytes = repo.static_delta_bytes(&v1).unwrap();
 
     let v2 = image::commit_on_top(&served.join("repo"), "v2", &[("usr/etc/edgelab-v2.txt", "v2\n")]);
-    let plan = DeltaPlan { image: "v2".into(), parent: Some(("v1".into(), v1.clone())), to: v2.clone() };
+    let plan =
+        DeltaPlan { image: "v2".into(), parent: Some(("v1".into(), v1.clone())), to: v2.clone(), from_scratch: false };
     generate_deltas(&repo, &[plan], &|_| {}).unwrap();
     repo.update_summary().unwrap();
     let started = Instant::now();

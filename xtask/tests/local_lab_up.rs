@@ -142,11 +142,9 @@ fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
     let rebuilt = lab.xtask(&["lab", "up", "--rebuild", "compose v1"], Duration::from_secs(1200));
     assert!(rebuilt.status.success(), "lab up --rebuild failed:\n{}\n{}", rebuilt.stdout, rebuilt.stderr);
     let row = |stage: &str| {
-        let line = rebuilt.stdout.lines().find(|line| line.starts_with(&format!("{stage}  ")));
-        line.unwrap_or_else(|| panic!("no `{stage}` row:\n{}", rebuilt.stdout))
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        let rows: Vec<&str> = rebuilt.stdout.lines().filter(|line| line.starts_with(&format!("{stage}  "))).collect();
+        assert_eq!(rows.len(), 1, "`{stage}` has {} rows (one run each):\n{}", rows.len(), rebuilt.stdout);
+        rows[0].split_whitespace().collect::<Vec<_>>().join(" ")
     };
     assert!(row("compose v1").contains("rebuilt") && row("compose v1").contains("same output"), "{}", rebuilt.stdout);
     for stage in ["compose v2", "repo served", "install edge-device-1", "install edge-device-2"] {

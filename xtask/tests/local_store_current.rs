@@ -203,13 +203,19 @@ fn field(text: &str, name: &str) -> Option<String> {
     })
 }
 
-/// The summary's result column for `stage`, with its detail.
+/// The summary's result column for `stage`, with its detail; the summary
+/// lists each stage once (a stage run twice in one `lab up` is a bug).
 fn outcome(summary: &str, stage: &str) -> String {
-    summary
+    let rows: Vec<String> = summary
         .lines()
-        .find_map(|line| line.strip_prefix(stage).filter(|rest| rest.starts_with("  ")))
+        .filter_map(|line| line.strip_prefix(stage).filter(|rest| rest.starts_with("  ")))
         .map(|rest| rest.split_whitespace().collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| panic!("the summary has no `{stage}` line:\n{summary}"))
+        .collect();
+    match rows.as_slice() {
+        [row] => row.clone(),
+        [] => panic!("the summary has no `{stage}` line:\n{summary}"),
+        _ => panic!("the summary lists `{stage}` {} times:\n{summary}", rows.len()),
+    }
 }
 
 #[test]

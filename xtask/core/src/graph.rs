@@ -333,10 +333,11 @@ pub fn build(lab: &Lab) -> Graph {
             lab.images.iter().map(|image| (image.name.clone(), json!(image.parent))).collect();
         stages.push(Stage {
             id: StageId::new(StageKind::Repo, "served"),
-            // 2: from-scratch deltas for every image, small parent deltas inline.
-            schema: 2,
+            // 3: a from-scratch delta only for the image the kickstart
+            // installs (no install pulls the others from nothing).
+            schema: 3,
             backend: Backend::Auto,
-            params: params([("parents", json!(parents))]),
+            params: params([("parents", json!(parents)), ("installed", json!([lab.kickstart.image]))]),
             files: BTreeMap::new(),
             tools: vec!["ostree"],
             deps,

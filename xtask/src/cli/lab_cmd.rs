@@ -56,7 +56,10 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     // The prereqs stage reads no file and names no tool, so its key needs no
     // facts: the inputs are hashed once, after it ran.
     let facts = crate::key::Facts::default();
-    let first = runner::Targets { wanted: vec![prereqs.clone()], rebuild: targets.rebuild.clone() };
+    // Only a forced prereqs belongs to this first run: any other stage in
+    // `--rebuild` would pull its upstream in here, keyed without facts.
+    let first_rebuild = targets.rebuild.iter().filter(|id| **id == prereqs).cloned().collect();
+    let first = runner::Targets { wanted: vec![prereqs.clone()], rebuild: first_rebuild };
     let mut summary =
         runner::run_targets(&session.lab, &session.graph, &facts, &session.store, &lock, &first, &progress);
     if summary.failed() {

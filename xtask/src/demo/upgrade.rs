@@ -238,12 +238,28 @@ fn stage(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<crate::services::file_
         &format!("{guest} stages {}", up.to),
         &format!("`systemctl start {STAGE_UNIT}` leaves {} staged", up.to_commit),
         |demo| {
-            demo.guest_ok(&guest, &format!("systemctl start {STAGE_UNIT}"), Duration::from_secs(900))?;
-            let status = demo.guest_ok(&guest, "ostree admin status", Duration::from_secs(60))?;
-            let staged = status.lines().any(|line| line.contains(&up.to_commit) && line.contains("(staged)"));
-            match staged {
-                true => Ok(format!("{} staged", up.to_commit)),
-                false => bail!("nothing staged:\n{status}"),
+            let boots_before = demo.boots(&guest)?.len();
+            let line = format!("systemctl start {STAGE_UNIT} && ostree admin status");
+            match demo.guest_ok(&guest, &line, Duration::from_secs(900)) {
+                Ok(status) => {
+                    let staged = status.lines().any(|line| line.contains(&up.to_commit) && line.contains("(staged)"));
+                    match staged {
+                        true => Ok(format!("{} staged", up.to_commit)),
+                        false => bail!("nothing staged:\n{status}"),
+                    }
+                }
+                // The apply timer may reboot the guest the moment staging
+                // ends, closing the shell before the status came back; the
+                // boot that follows then tells what was staged.
+                Err(err) => {
+                    let boots = wait_boot(demo, &guest, boots_before, BOOT_TIMEOUT, |_| true)
+                        .with_context(|| format!("{err:#}; and no boot followed"))?;
+                    let next = &boots[0];
+                    match next.deployment.starts_with(&up.to_commit) {
+                        true => Ok(format!("{} staged; the apply timer rebooted into it at once", up.to_commit)),
+                        false => bail!("{err:#}; the next boot was {}", describe(next)),
+                    }
+                }
             }
         },
     )?;

@@ -1,10 +1,12 @@
 //! The `repo` stage: the served OSTree repo. Every image's edge-commit
 //! tarball is extracted safely (`compose::tarball`) and pulled into one
 //! archive-mode repo, parents before children (so a shared ref ends on the
-//! newest image), then static deltas and the summary: from nothing to each
-//! image's commit (an install downloads a few large parts instead of one
-//! request per object) and from each image's parent to it (an upgrade
-//! downloads a few files instead of thousands).
+//! newest image), then static deltas and the summary: from nothing to the
+//! commit of the image the kickstart installs (an install downloads a few
+//! large parts instead of one request per object; no install starts from
+//! the other images, and each such delta takes minutes) and from each
+//! image's parent to it (an upgrade downloads a few files instead of
+//! thousands).
 //!
 //! The repo is the stage's artifact, `out/repo`: immutable once published;
 //! the file server serves it at `/repo/`. Output digest: sha256 over the
@@ -47,6 +49,12 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let images: Vec<String> =
         ctx.inputs.keys().filter_map(|role| role.strip_prefix("image ")).map(str::to_string).collect();
     let order = parents_first(&images, &parents)?;
+    let installed: Vec<String> = ctx
+        .stage
+        .params
+        .get("installed")
+        .and_then(|value| serde_json::from_value(value.clone()).ok())
+        .unwrap_or_default();
 
     let repo = Repo::init(ctx.out.join("repo"), RepoMode::Archive)?;
     let unpack_root = ctx.out.join(".unpacked");
@@ -84,7 +92,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
             },
             None => None,
         };
-        plans.push(DeltaPlan { image: image.clone(), parent: from, to });
+        plans.push(DeltaPlan { image: image.clone(), parent: from, to, from_scratch: installed.contains(image) });
     }
     let mut deltas = generate_deltas(&repo, &plans, &|note| ctx.progress.note(note))?;
     let retained = retain_guest_commits(ctx, &repo, &commits)?;
@@ -117,14 +125,17 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     })
 }
 
-/// One image's static deltas: from nothing to its commit, and from its
-/// parent's commit when it has a parent among the repo's images.
+/// One image's static deltas: from nothing to its commit when installs
+/// start from it, and from its parent's commit when it has a parent among
+/// the repo's images.
 #[derive(Debug, Clone)]
 pub struct DeltaPlan {
     pub image: String,
     /// The parent image's name and commit.
     pub parent: Option<(String, String)>,
     pub to: String,
+    /// Installs pull this image into an empty repo.
+    pub from_scratch: bool,
 }
 
 /// A parent delta at most this big is regenerated with its parts inside
@@ -148,10 +159,12 @@ pub const INLINE_DELTA_BYTES: u64 = 8 << 20;
 pub fn generate_deltas(repo: &Repo, plans: &[DeltaPlan], note: &dyn Fn(&str)) -> anyhow::Result<Vec<String>> {
     let mut deltas = Vec::new();
     for plan in plans {
-        note(&format!("static delta from scratch -> {}", plan.image));
-        repo.generate_delta(DeltaFrom::Empty, &plan.to, DeltaParts::Separate)
-            .with_context(|| format!("generating the from-scratch static delta of `{}`", plan.image))?;
-        deltas.push(plan.to.clone());
+        if plan.from_scratch {
+            note(&format!("static delta from scratch -> {}", plan.image));
+            repo.generate_delta(DeltaFrom::Empty, &plan.to, DeltaParts::Separate)
+                .with_context(|| format!("generating the from-scratch static delta of `{}`", plan.image))?;
+            deltas.push(plan.to.clone());
+        }
         let Some((parent, from)) = &plan.parent else { continue };
         note(&format!("static delta {parent} -> {}", plan.image));
         let what = || format!("generating the static delta from `{parent}` to `{}`", plan.image);

@@ -80,6 +80,33 @@ fn serving_another_folder_replaces_the_running_server() {
     file_server::stop(&store).unwrap();
 }
 
+/// An edgelab killed between starting the server and recording its pid
+/// (the converge test's kill during `lab up` found it) left a server
+/// running that no record names: the next start finds it by its log and
+/// replaces it instead of calling the port a stranger's.
+#[test]
+fn a_server_running_without_its_record_is_replaced() {
+    let temp = tempfile::tempdir().unwrap();
+    let store = Store::open(&temp.path().join("artifacts")).unwrap();
+    let served = temp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(served.join("which"), "one").unwrap();
+    let listen = free_port();
+    let Ensured::Started { pid } = file_server::ensure_serving(&store, &served, listen).unwrap() else { panic!() };
+    std::fs::remove_file(store.run_dir(file_server::NAME).unwrap().join("pid")).unwrap();
+    assert_eq!(services::running_pid(&store, file_server::NAME), None);
+
+    let again = file_server::ensure_serving(&store, &served, listen).unwrap();
+    let Ensured::Restarted { pid: new_pid, why } = again else { panic!("expected a replacement, got {again:?}") };
+    assert_ne!(new_pid, pid);
+    assert!(why.contains(&format!("pid {pid} was running unrecorded")), "{why}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])));
+    assert_eq!(get(listen, "/which"), "one");
+    assert_eq!(services::running_pid(&store, file_server::NAME), Some(new_pid));
+    file_server::stop(&store).unwrap();
+}
+
 #[test]
 fn image_artifact_is_extracted_once_and_pulled_from() {
     let temp = tempfile::tempdir().unwrap();

@@ -160,8 +160,17 @@ pub fn ensure_process(store: &Store, process: &Process) -> anyhow::Result<Ensure
         Some(record) => Some(format!("pid {} had exited", record.pid)),
         None => None,
     };
-    check_port_free(process)?;
     let log = run_dir.join(format!("{}.log", process.name));
+    // An edgelab killed between starting the service and recording its pid
+    // left it running unrecorded; its output still goes to our log.
+    let why_restart = match (why_restart, orphan_writing(&log)) {
+        (why, None) => why,
+        (_, Some(pid)) => {
+            kill_and_wait(pid);
+            Some(format!("pid {pid} was running unrecorded (an earlier edgelab was stopped while starting it)"))
+        }
+    };
+    check_port_free(process)?;
     let mut child = (process.start)(&log)?;
     let pid = child.id();
     write_pid(&run_dir, pid)?;
@@ -267,10 +276,38 @@ fn kill_and_wait(pid: u32) {
     }
     // SAFETY: as above.
     unsafe { libc::kill(raw, libc::SIGKILL) };
+    // Its sockets close when it is gone, so a restart can bind them.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X') {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
+/// A live process other than this one whose standard output is `log`: a
+/// service edgelab started, whatever became of its pid record.
+fn orphan_writing(log: &Path) -> Option<u32> {
+    let log = std::fs::canonicalize(log).ok()?;
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stdout = std::fs::read_link(entry.path().join("fd/1")).ok()?;
+        let alive = proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X');
+        (pid != me && stdout == log && alive).then_some(pid)
+    })
+}
+
+/// Fails when something else listens on the service's address. A process
+/// of ours that just died may still hold it for a moment: a multithreaded
+/// one (the registry) shows as a zombie once its main thread is gone,
+/// before its other threads have exited and its sockets closed.
 fn check_port_free(process: &Process) -> anyhow::Result<()> {
-    match TcpListener::bind(process.listen) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut bound = TcpListener::bind(process.listen);
+    while matches!(&bound, Err(err) if err.kind() == std::io::ErrorKind::AddrInUse) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        bound = TcpListener::bind(process.listen);
+    }
+    match bound {
         Ok(_listener) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => bail!(
             "cannot start the {name}: {listen} is already in use by another program (not edgelab's {name}); \

@@ -125,3 +125,44 @@ fn mutations_never_panic() {
         assert!(outcome.is_ok(), "iteration {iteration} panicked on this lab:\n{text}");
     }
 }
+
+/// Generated labs no parser should be given: nesting from a few levels to
+/// far past the stack's depth (balanced and not), in a node, a property
+/// value and a comment, and files past the size bound. Each is refused with
+/// a diagnostic or accepted; none aborts (a stack overflow would end the
+/// test binary, so this test would fail).
+#[test]
+fn generated_nesting_and_size_never_abort() {
+    let demo = demo_text();
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for _ in 0..200 {
+        let depth = match rng.u8(0..3) {
+            0 => rng.usize(1..80),
+            1 => rng.usize(80..5_000),
+            _ => rng.usize(5_000..200_000),
+        };
+        let closed = rng.bool();
+        let nested = format!("n {}{}", "x {".repeat(depth), if closed { "}".repeat(depth) } else { String::new() });
+        let at = demo.find("network").unwrap_or(0);
+        let text = match rng.u8(0..3) {
+            0 => format!("{}{nested}\n{}", &demo[..at], &demo[at..]),
+            1 => format!("{demo}\n{nested}\n"),
+            _ => format!("{demo}\n// {nested}\n"),
+        };
+        let outcome = std::panic::catch_unwind(|| match parse_in_labs_dir(&text) {
+            Ok(_) => assert!(depth <= edgelab::diag::MAX_NESTING || text.contains("// n "), "depth {depth} accepted"),
+            Err(err) => {
+                assert!(!err.diagnostics.is_empty());
+                plain(&err);
+            }
+        });
+        assert!(outcome.is_ok(), "depth {depth} (closed: {closed}) panicked");
+    }
+    let huge = format!("{demo}\n// {}\n", "x".repeat(edgelab::diag::MAX_INPUT_BYTES));
+    let err = parse_in_labs_dir(&huge).unwrap_err();
+    assert!(plain(&err).contains("more than the 1048576 this reads"), "{}", plain(&err));
+    // Blueprints are bounded the same way.
+    let deep = format!("name = \"x\"\nversion = \"0.0.1\"\na = {}", "[".repeat(100_000));
+    let err = edgelab::blueprint::parse_blueprint("deep.toml", &deep).unwrap_err();
+    assert!(err.to_plain().contains("nested more than"), "{}", err.to_plain());
+}

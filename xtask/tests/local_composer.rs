@@ -66,8 +66,20 @@ fn blueprint(version: &str, extra: &[&str]) -> Value {
                 "description": "Edge user",
                 "password": "$6$edgelab$xv/z29/M.jusV28dP6K0JGwJWukWc4HWTYlhn2qM9rBJjLtkKsocoNQJ4wqyBxKsxQ6dgsmApHHN8o/.tDa/U1",
                 "groups": ["wheel"],
+            }, {
+                "name": "ops",
+                "uid": 1300,
+                "gid": 1300,
+                "expiredate": 20000,
+                "force_password_reset": true,
             }],
-            "services": {"enabled": ["sshd", "keepalived"]},
+            "services": {"enabled": ["sshd", "keepalived"], "masked": ["apt-daily.timer"]},
+            // Keys whose local effects the first test reads back.
+            "group": [{"name": "widget", "gid": 1130}],
+            "kernel": {"append": "edgelab.test=1 quiet"},
+            "locale": {"languages": ["en_US.UTF-8", "cs_CZ.UTF-8"], "keyboard": "us"},
+            "directories": [{"path": "/etc/widget", "user": "ops", "group": "widget", "mode": "0750", "ensure_parents": true}],
+            "files": [{"path": "/etc/widget/config", "user": 1300, "group": "widget", "mode": "0640", "data": "answer = 42\n"}],
         },
     })
 }
@@ -176,6 +188,7 @@ fn v1_and_v2_compose_serve_and_deploy() {
     assert!(
         v2_repo.path_exists(&v1.commit, "/usr/etc/systemd/system/multi-user.target.wants/keepalived.service").unwrap()
     );
+    customizations_took_effect(&v2_repo, &v1.commit);
     let notes: Value = serde_json::from_slice(&std::fs::read(composed.v1_out.join("v1-local.json")).unwrap()).unwrap();
     assert_eq!(notes["packages"]["dropped"][0][0], json!("setroubleshoot-server"), "{notes}");
 
@@ -206,6 +219,8 @@ fn v1_and_v2_compose_serve_and_deploy() {
     sysroot.deploy("edge", &v1.commit, &["root=/dev/vda", "rw"]).unwrap();
     sysroot.pull("lab", REF).unwrap();
     sysroot.deploy("edge", &format!("lab:{REF}"), &["root=/dev/vda", "rw"]).unwrap();
+    // The blueprint's kernel.append, as the installer adds it on deploy.
+    assert_eq!(edgelab::guests::installer::image_kargs(&sysroot_dir, &v1.commit).unwrap(), ["edgelab.test=1", "quiet"]);
     let status = sysroot.status().unwrap();
     assert!(status.contains(&v1.commit) && status.contains(&v2.commit), "{status}");
     let deployed = std::fs::read_dir(sysroot_dir.join("ostree/deploy/edge/deploy")).unwrap().count();
@@ -215,6 +230,30 @@ fn v1_and_v2_compose_serve_and_deploy() {
 
     // Timings are `cargo xtask bench compose`'s job; a test writes no tracked file.
     eprintln!("served repo: {n_objects} objects, {repo_bytes} B; static delta {delta_bytes} B");
+}
+
+/// Each local effect of the blueprint's customizations, read from the commit.
+fn customizations_took_effect(repo: &Repo, commit: &str) {
+    let passwd = repo.cat(commit, "/usr/etc/passwd").unwrap();
+    assert!(passwd.lines().any(|line| line.starts_with("ops:x:1300:1300:")), "{passwd}");
+    let group = repo.cat(commit, "/usr/etc/group").unwrap();
+    assert!(group.lines().any(|line| line.starts_with("widget:x:1130:")), "{group}");
+    assert!(group.lines().any(|line| line.starts_with("ops:x:1300:")), "{group}");
+    // expiredate in days; force_password_reset as a last change of 0.
+    let shadow = repo.cat(commit, "/usr/etc/shadow").unwrap();
+    let ops: Vec<&str> = shadow.lines().find(|line| line.starts_with("ops:")).unwrap().split(':').collect();
+    assert_eq!((ops[2], ops[7]), ("0", "20000"), "{shadow}");
+    assert_eq!(repo.cat(commit, "/usr/etc/locale.conf").unwrap(), "LANG=en_US.UTF-8\n");
+    assert_eq!(repo.cat(commit, "/usr/etc/vconsole.conf").unwrap(), "KEYMAP=us\n");
+    let masked = repo.ls(commit, "/usr/etc/systemd/system/apt-daily.timer").unwrap();
+    assert!(masked.ends_with("-> /dev/null"), "{masked}");
+    let dir = repo.ls(commit, "/usr/etc/widget").unwrap();
+    assert!(dir.starts_with("d00750 1300 1130 "), "{dir}");
+    let file = repo.ls(commit, "/usr/etc/widget/config").unwrap();
+    assert!(file.starts_with("-00640 1300 1130 "), "{file}");
+    assert_eq!(repo.cat(commit, "/usr/etc/widget/config").unwrap(), "answer = 42\n");
+    let kargs = repo.cat(commit, &format!("/{}", edgelab::compose::local::KARGS_FILE)).unwrap();
+    assert_eq!(kargs, "kargs = [\"edgelab.test=1\",\"quiet\"]\n");
 }
 
 #[test]

@@ -56,6 +56,10 @@ pub struct PlanEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub entries: Vec<PlanEntry>,
+    /// What the inputs ask for that this world will not do (a blueprint key
+    /// without local effect), shown after the stages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Plans every stage of `graph`. `capability` says whether a stage can run
@@ -130,7 +134,7 @@ pub fn plan(
         };
         entries.push(entry);
     }
-    Plan { entries }
+    Plan { entries, warnings: Vec::new() }
 }
 
 fn why_stale(stage: &Stage, preimage: &Preimage, store: &dyn StoreView) -> Vec<String> {
@@ -181,6 +185,9 @@ impl Plan {
         }
         let n_stale = self.n_stale();
         out.push_str(&format!("{} stages, {} to run\n", self.entries.len(), n_stale));
+        for warning in &self.warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
         out
     }
 }

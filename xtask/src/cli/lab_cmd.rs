@@ -23,7 +23,9 @@ pub fn plan_cmd(global: &Global, explain: bool, json: bool) -> anyhow::Result<()
 
 pub fn compute_plan(session: &Session) -> anyhow::Result<Plan> {
     let facts = session.facts()?;
-    Ok(plan::plan(&session.graph, &facts, &session.store, &stages::capability))
+    let mut plan = plan::plan(&session.graph, &facts, &session.store, &stages::capability);
+    plan.warnings = stages::blueprint::plan_warnings(&session.lab);
+    Ok(plan)
 }
 
 /// What `lab up` is asked to do.

@@ -119,13 +119,32 @@ pub fn pull_and_deploy(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Ins
     {
         bail!("pulled {} but the remote ref holds {commit}, not {wanted}", spec.ostree_ref);
     }
-    ostree_sysroot::deploy(sysroot, OS_NAME, &refspec, &spec.kargs)?;
+    let mut kargs = spec.kargs.clone();
+    kargs.extend(image_kargs(sysroot, &commit)?);
+    ostree_sysroot::deploy(sysroot, OS_NAME, &refspec, &kargs)?;
     let deployments = ostree_sysroot::deployments(sysroot)?;
     let default = deployments.first().context("ostree admin deploy left no deployment")?;
     if !default.id.starts_with(&commit) {
         bail!("deployed {} but the default deployment is {}", commit, default.id);
     }
     Ok(Installed { commit, deployment: default.id.clone() })
+}
+
+/// The kernel arguments the image asks for (its blueprint's
+/// `kernel.append`, in bootc's `kargs.d` file), after the lab's own.
+pub fn image_kargs(sysroot: &Path, commit: &str) -> anyhow::Result<Vec<String>> {
+    let repo = crate::tools::ostree::Repo::at(sysroot.join("ostree/repo"));
+    let path = format!("/{}", crate::compose::local::KARGS_FILE);
+    if !repo.path_exists(commit, &path)? {
+        return Ok(Vec::new());
+    }
+    #[derive(serde::Deserialize)]
+    struct KargsFile {
+        kargs: Vec<String>,
+    }
+    let text = repo.cat(commit, &path)?;
+    let file: KargsFile = toml::from_str(&text).with_context(|| format!("reading {path} of commit {commit}"))?;
+    Ok(file.kargs)
 }
 
 /// Pulls `spec`'s commit (or its ref's newest) into the sysroot's repo.

@@ -256,6 +256,12 @@ impl Repo {
         Ok(self.cmd("cat").arg(commit).arg(path).timeout(LONG).run()?.stdout)
     }
 
+    /// `path`'s own line of `ostree ls -d`: type and mode, uid, gid, size,
+    /// path (`d00750 1300 1130 0 /usr/etc/widget`).
+    pub fn ls(&self, commit: &str, path: &str) -> anyhow::Result<String> {
+        Ok(self.cmd("ls").arg("-d").arg(commit).arg(path).run()?.stdout.trim().to_string())
+    }
+
     /// Whether `path` exists in `commit`.
     pub fn path_exists(&self, commit: &str, path: &str) -> anyhow::Result<bool> {
         let out = self.cmd("ls").arg(commit).arg(path).run_unchecked()?;

@@ -30,6 +30,9 @@ use crate::diag::{self, Diagnostic, Diagnostics, PlainLayout};
 pub fn parse_lab(file: &Path, text: &str) -> Result<Lab, Diagnostics> {
     let file_abs = normalize(&std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf()));
     let root = file_abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    if let Err(diagnostic) = diag::check_bounds(text, diag::Syntax::Kdl) {
+        return Err(lab_error(file, text, vec![diagnostic]));
+    }
     let mut parser = Parser { text, root, diags: Vec::new() };
     let lab = match KdlDocument::parse(text) {
         Ok(doc) => Some(parser.lab(&doc, &file_abs)),
@@ -247,6 +250,7 @@ impl Parser<'_> {
         self.check_build_cycles(&spans);
         self.check_guests(&spans);
         self.check_ports(&spans);
+        self.check_subnet(doc, &network, &guests);
 
         Lab {
             name,
@@ -265,6 +269,45 @@ impl Parser<'_> {
             guests,
             package_map,
             store,
+        }
+    }
+
+    /// The VIP and every given guest address on the host address's subnet:
+    /// the guests reach each other and the VIP only there.
+    fn check_subnet(&mut self, doc: &KdlDocument, network: &Network, guests: &[Guest]) {
+        let Auto::Given(host) = network.host_address else { return };
+        let mask = if host.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(host.prefix)) };
+        let subnet = Ipv4Addr::from(u32::from(host.addr) & mask);
+        let outside = |addr: Ipv4Addr| u32::from(addr) & mask != u32::from(subnet);
+        let help = |what: &str| Some(format!("pick {what} in {subnet}/{}, or write \"auto\"", host.prefix));
+        if let Auto::Given(vip) = network.vip
+            && outside(vip.addr)
+            && let Some(entry) = first(doc, "network").and_then(|node| child(node, "vip")).and_then(|it| it.entry(0))
+        {
+            self.report(
+                entry.span(),
+                format!("the virtual IP {} is outside the host's subnet {subnet}/{}", vip.addr, host.prefix),
+                "no guest could reach it",
+                help("an address"),
+            );
+        }
+        for guest in guests {
+            let Auto::Given(address) = guest.address else { continue };
+            let node = nodes(doc, "guest")
+                .find(|node| node.entry(0).and_then(|it| it.value().as_string()) == Some(guest.name.as_str()));
+            if outside(address)
+                && let Some(entry) = node.and_then(|node| child(node, "address")).and_then(|it| it.entry(0))
+            {
+                self.report(
+                    entry.span(),
+                    format!(
+                        "guest {}'s address {address} is outside the host's subnet {subnet}/{}",
+                        guest.name, host.prefix
+                    ),
+                    "off the lab's segment",
+                    help("its address"),
+                );
+            }
         }
     }
 

@@ -24,7 +24,11 @@ pub(super) fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -
     // useradd dates the password change in /etc/shadow from SOURCE_DATE_EPOCH.
     let chroot = Chroot::new(root).with_source_date_epoch(epoch);
     let list = |value: Option<&Value>| -> Vec<Value> { value.and_then(Value::as_array).cloned().unwrap_or_default() };
-    for (key, value) in custom {
+    // Groups and users before anything that may name them as owners.
+    let rank = |key: &str| ["group", "user", "sshkey"].iter().position(|first| *first == key).unwrap_or(3);
+    let mut entries: Vec<(&String, &Value)> = custom.iter().collect();
+    entries.sort_by_key(|(key, _)| rank(key));
+    for (key, value) in entries {
         match key.as_str() {
             "group" => {
                 for group in list(Some(value)) {
@@ -57,6 +61,10 @@ pub(super) fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -
                 for name in list(value.get("disabled")) {
                     let name = name.as_str().unwrap_or_default();
                     enable_service(&chroot, name, "disable")?;
+                }
+                for name in list(value.get("masked")) {
+                    let name = name.as_str().unwrap_or_default();
+                    enable_service(&chroot, name, "mask")?;
                 }
             }
             "firewall" => {
@@ -101,18 +109,30 @@ pub(super) fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -
             }
             "kernel" => {
                 if let Some(append) = value.get("append").and_then(Value::as_str) {
-                    // The installer reads this when it deploys the commit.
-                    write_replacing(&root.join("etc/edgelab/kernel-args"), format!("{append}\n").as_bytes(), 0o644)?;
+                    // bootc's place for an image's kernel arguments; the
+                    // installer adds them when it deploys the commit.
+                    let kargs: Vec<&str> = append.split_whitespace().collect();
+                    let text = format!("kargs = {}\n", serde_json::to_string(&kargs)?);
+                    write_replacing(&root.join(KARGS_FILE), text.as_bytes(), 0o644)?;
                 }
             }
+            "locale" => apply_locale(root, value)?,
             "directories" => {
                 for dir in list(Some(value)) {
                     let path = guest_path(required_str(&dir, "path", "customizations.directories")?)?;
                     let target = root.join(&path);
-                    fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+                    if dir.get("ensure_parents").and_then(Value::as_bool) == Some(true) {
+                        fs::create_dir_all(&target)
+                    } else if target.is_dir() {
+                        Ok(())
+                    } else {
+                        fs::create_dir(&target)
+                    }
+                    .with_context(|| format!("customizations.directories: creating {}", path.display()))?;
                     if let Some(mode) = mode_of(&dir)? {
                         set_mode(&target, mode)?;
                     }
+                    set_owner(&chroot, &dir, &path)?;
                 }
             }
             "files" => {
@@ -120,6 +140,7 @@ pub(super) fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -
                     let path = guest_path(required_str(&file, "path", "customizations.files")?)?;
                     let data = file.get("data").and_then(Value::as_str).unwrap_or_default();
                     write_replacing(&root.join(&path), data.as_bytes(), mode_of(&file)?.unwrap_or(0o644))?;
+                    set_owner(&chroot, &file, &path)?;
                 }
             }
             other => not_applied.push(format!("customizations.{other} (not supported by the local composer)")),
@@ -148,6 +169,17 @@ pub(super) fn add_user(chroot: &Chroot, user: &Value) -> anyhow::Result<()> {
     if let Some(uid) = user.get("uid").and_then(Value::as_i64) {
         args.extend(["--uid".into(), uid.to_string()]);
     }
+    if let Some(gid) = user.get("gid").and_then(Value::as_i64) {
+        // The primary group by id: made, named after the user, when no
+        // group has it yet (useradd would refuse an unknown gid).
+        let gid = gid.to_string();
+        if chroot.run("getent", ["group", gid.as_str()]).is_err() {
+            chroot
+                .run("groupadd", ["-g", gid.as_str(), name])
+                .with_context(|| format!("adding user {name}'s group {gid}"))?;
+        }
+        args.extend(["--gid".into(), gid]);
+    }
     if let Some(home) = user.get("home").and_then(Value::as_str) {
         args.extend(["--home-dir".into(), home.into()]);
     }
@@ -168,6 +200,50 @@ pub(super) fn add_user(chroot: &Chroot, user: &Value) -> anyhow::Result<()> {
     if let Some(key) = user.get("key").and_then(Value::as_str) {
         add_authorized_key(chroot, name, key)?;
     }
+    if let Some(days) = user.get("expiredate").and_then(Value::as_i64) {
+        let days = days.to_string();
+        chroot.run("chage", ["-E", days.as_str(), name]).with_context(|| format!("expiring user {name}"))?;
+    }
+    if user.get("force_password_reset").and_then(Value::as_bool) == Some(true) {
+        chroot.run("chage", ["-d", "0", name]).with_context(|| format!("forcing user {name}'s password reset"))?;
+    }
+    Ok(())
+}
+
+/// Where the image's kernel arguments go (bootc's `kargs.d` layout:
+/// `kargs = [...]`); the installer reads it from the commit.
+pub const KARGS_FILE: &str = "usr/lib/bootc/kargs.d/10-blueprint.toml";
+
+/// `customizations.locale`: the first language as the system's (systemd's
+/// /etc/locale.conf and Debian's /etc/default/locale), the keyboard as the
+/// console keymap.
+fn apply_locale(root: &Path, value: &Value) -> anyhow::Result<()> {
+    if let Some(language) = value.get("languages").and_then(Value::as_array).and_then(|list| list.first()) {
+        let text = format!("LANG={}\n", language.as_str().unwrap_or_default());
+        write_replacing(&root.join("etc/locale.conf"), text.as_bytes(), 0o644)?;
+        write_replacing(&root.join("etc/default/locale"), text.as_bytes(), 0o644)?;
+    }
+    if let Some(keyboard) = value.get("keyboard").and_then(Value::as_str) {
+        write_replacing(&root.join("etc/vconsole.conf"), format!("KEYMAP={keyboard}\n").as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// A file's or folder's `user` and `group` (names or ids), by chown inside
+/// the tree so names resolve against its own passwd.
+fn set_owner(chroot: &Chroot, entry: &Value, path: &Path) -> anyhow::Result<()> {
+    let part = |key: &str| match entry.get(key) {
+        Some(Value::String(name)) => name.clone(),
+        Some(Value::Number(id)) => id.to_string(),
+        _ => String::new(),
+    };
+    let (user, group) = (part("user"), part("group"));
+    if user.is_empty() && group.is_empty() {
+        return Ok(());
+    }
+    let owner = if group.is_empty() { user } else { format!("{user}:{group}") };
+    let inside = format!("/{}", path.display());
+    chroot.run("chown", [owner.as_str(), inside.as_str()]).with_context(|| format!("chown {owner} {inside}"))?;
     Ok(())
 }
 

@@ -47,6 +47,7 @@ mod reshape;
 mod workdir;
 
 use base::{build_small_initramfs, checkout_base, find_or_build_base, install_extra_packages};
+pub use customize::KARGS_FILE;
 use customize::{apply_customizations, host_keys_at_first_boot};
 pub use packages::{PackagePlan, dpkg_status_packages, host_debian_sources, plan_packages};
 use packages::{apt_source_files, installed_packages};

@@ -16,11 +16,15 @@
 //! blueprint. So with `RFE` at 0.0.1, `v1` (no extra packages) composes
 //! 0.0.1 and `v2` (parent v1, adds `strace`) composes 0.0.2.
 
+mod customizations;
+mod local_world;
+
 use std::{collections::BTreeSet, fmt};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use self::{customizations::*, local_world::*};
 use crate::{
     diag::{Diagnostic, Diagnostics, PlainLayout},
     lab::{Image, Lab},
@@ -42,6 +46,14 @@ pub struct Blueprint {
     pub groups: Vec<Group>,
     #[serde(default)]
     pub packages: Vec<Package>,
+    /// Module streams to enable (dnf's `module enable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enabled_modules: Vec<EnabledModule>,
+    /// Container images embedded in the commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimal: Option<bool>,
     #[serde(default, skip_serializing_if = "Customizations::is_empty")]
     pub customizations: Customizations,
 }
@@ -59,67 +71,24 @@ pub struct Group {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Customizations {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<Kernel>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub user: Vec<User>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub firewall: Option<Firewall>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub services: Option<Services>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnabledModule {
+    pub name: String,
+    pub stream: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Kernel {
+/// An image the commit carries in its container storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub append: Option<String>,
-}
-
-/// A user the image creates. `password` is a crypt(3) hash, never plaintext.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct User {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// An SSH public key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shell: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gid: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Firewall {
-    /// `PORT:PROTOCOL` or `FROM-TO:PROTOCOL`, e.g. `8080:tcp`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub services: Option<Services>,
-}
-
-/// systemd units (or firewalld services) to enable and disable.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Services {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub enabled: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub disabled: Vec<String>,
+    #[serde(rename = "tls-verify", default, skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    #[serde(rename = "local-storage", default, skip_serializing_if = "Option::is_none")]
+    pub local_storage: Option<bool>,
 }
 
 /// `MAJOR.MINOR.PATCH`.
@@ -133,9 +102,11 @@ pub struct Version {
 /// Parses and validates blueprint TOML read from `file_name`.
 pub fn parse_blueprint(file_name: &str, text: &str) -> Result<Blueprint, Diagnostics> {
     let error = |diagnostics| Diagnostics::new(file_name, text, diagnostics, PlainLayout::HelpInline);
+    crate::diag::check_bounds(text, crate::diag::Syntax::Toml).map_err(|diagnostic| error(vec![diagnostic]))?;
     let raw: RawBlueprint = toml::from_str(text).map_err(|err| error(vec![toml_diagnostic(&err, text)]))?;
     let mut diagnostics = Vec::new();
-    let blueprint = validate(raw, &mut diagnostics);
+    let blueprint = validate(raw, text, &mut diagnostics);
+    diagnostics.sort_by_key(|diagnostic| diagnostic.span.offset());
     if diagnostics.is_empty() { Ok(blueprint) } else { Err(error(diagnostics)) }
 }
 
@@ -164,12 +135,6 @@ impl Blueprint {
 
     pub fn package_names(&self) -> BTreeSet<&str> {
         self.packages.iter().map(|package| package.name.as_str()).collect()
-    }
-}
-
-impl Customizations {
-    fn is_empty(&self) -> bool {
-        self == &Customizations::default()
     }
 }
 
@@ -258,6 +223,11 @@ struct RawBlueprint {
     #[serde(default)]
     packages: Vec<RawPackage>,
     #[serde(default)]
+    enabled_modules: Vec<EnabledModule>,
+    #[serde(default)]
+    containers: Vec<Spanned<Container>>,
+    minimal: Option<bool>,
+    #[serde(default)]
     customizations: Option<RawCustomizations>,
 }
 
@@ -275,57 +245,7 @@ struct RawGroup {
     name: Spanned<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCustomizations {
-    hostname: Option<String>,
-    kernel: Option<RawKernel>,
-    #[serde(default)]
-    user: Vec<RawUser>,
-    firewall: Option<RawFirewall>,
-    services: Option<RawServices>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKernel {
-    name: Option<String>,
-    append: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    name: Spanned<String>,
-    description: Option<String>,
-    password: Option<Spanned<String>>,
-    key: Option<String>,
-    home: Option<String>,
-    shell: Option<String>,
-    #[serde(default)]
-    groups: Vec<String>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFirewall {
-    #[serde(default)]
-    ports: Vec<Spanned<String>>,
-    services: Option<RawServices>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServices {
-    #[serde(default)]
-    enabled: Vec<Spanned<String>>,
-    #[serde(default)]
-    disabled: Vec<Spanned<String>>,
-}
-
-fn validate(raw: RawBlueprint, diagnostics: &mut Vec<Diagnostic>) -> Blueprint {
+fn validate(raw: RawBlueprint, text: &str, diagnostics: &mut Vec<Diagnostic>) -> Blueprint {
     let mut report = |span: std::ops::Range<usize>, message: String, label: &str, help: Option<String>| {
         diagnostics.push(Diagnostic {
             message,
@@ -387,9 +307,20 @@ fn validate(raw: RawBlueprint, diagnostics: &mut Vec<Diagnostic>) -> Blueprint {
     let packages = packages_of(&raw.packages, "package");
     let modules = packages_of(&raw.modules, "module");
     let groups = raw.groups.iter().map(|group| Group { name: group.name.get_ref().clone() }).collect();
+    for container in &raw.containers {
+        if container.get_ref().source.trim().is_empty() {
+            let span = key_span(text, container.span(), "source");
+            report(
+                span,
+                "a container has an empty source".into(),
+                "empty",
+                Some("name the image, e.g. `source = \"registry.example.com/app:v1\"`".into()),
+            );
+        }
+    }
     let customizations = match raw.customizations {
         None => Customizations::default(),
-        Some(raw) => validate_customizations(raw, diagnostics),
+        Some(raw) => validate_customizations(raw, text, diagnostics),
     };
     Blueprint {
         name,
@@ -399,108 +330,11 @@ fn validate(raw: RawBlueprint, diagnostics: &mut Vec<Diagnostic>) -> Blueprint {
         modules,
         groups,
         packages,
+        enabled_modules: raw.enabled_modules,
+        containers: raw.containers.into_iter().map(Spanned::into_inner).collect(),
+        minimal: raw.minimal,
         customizations,
     }
-}
-
-fn validate_customizations(raw: RawCustomizations, diagnostics: &mut Vec<Diagnostic>) -> Customizations {
-    let mut report = |span: std::ops::Range<usize>, message: String, label: &str, help: Option<String>| {
-        diagnostics.push(Diagnostic {
-            message,
-            span: (span.start, span.end - span.start).into(),
-            label: label.into(),
-            help,
-        })
-    };
-    let mut users = Vec::new();
-    for user in raw.user {
-        if let Some(password) = &user.password
-            && !is_crypt_hash(password.get_ref())
-        {
-            report(
-                password.span(),
-                format!(
-                    "user `{}`: password is not a crypt(3) hash (plaintext is never accepted)",
-                    user.name.get_ref()
-                ),
-                "looks like plaintext",
-                Some("put the hash here, made with `openssl passwd -6` (it starts with `$6$`)".into()),
-            );
-        }
-        users.push(User {
-            name: user.name.into_inner(),
-            description: user.description,
-            password: user.password.map(Spanned::into_inner),
-            key: user.key,
-            home: user.home,
-            shell: user.shell,
-            groups: user.groups,
-            uid: user.uid,
-            gid: user.gid,
-        });
-    }
-    let firewall = raw.firewall.map(|firewall| {
-        for port in &firewall.ports {
-            if !is_firewall_port(port.get_ref()) {
-                report(
-                    port.span(),
-                    format!("firewall port `{}` is not `PORT:PROTOCOL`", port.get_ref()),
-                    "bad port",
-                    Some("write e.g. `8080:tcp`, `5000-5010:udp` or `ssh:tcp`".into()),
-                );
-            }
-        }
-        Firewall {
-            ports: firewall.ports.into_iter().map(Spanned::into_inner).collect(),
-            services: firewall.services.map(|services| services_of(services, &mut report)),
-        }
-    });
-    let services = raw.services.map(|services| services_of(services, &mut report));
-    Customizations {
-        hostname: raw.hostname,
-        kernel: raw.kernel.map(|kernel| Kernel { name: kernel.name, append: kernel.append }),
-        user: users,
-        firewall,
-        services,
-    }
-}
-
-fn services_of(
-    raw: RawServices,
-    report: &mut impl FnMut(std::ops::Range<usize>, String, &str, Option<String>),
-) -> Services {
-    for service in raw.enabled.iter().chain(&raw.disabled) {
-        if service.get_ref().trim().is_empty() {
-            report(service.span(), "a service has an empty name".into(), "empty", None);
-        }
-    }
-    for service in &raw.disabled {
-        if raw.enabled.iter().any(|enabled| enabled.get_ref() == service.get_ref()) {
-            report(
-                service.span(),
-                format!("service `{}` is both enabled and disabled", service.get_ref()),
-                "also enabled",
-                None,
-            );
-        }
-    }
-    Services {
-        enabled: raw.enabled.into_iter().map(Spanned::into_inner).collect(),
-        disabled: raw.disabled.into_iter().map(Spanned::into_inner).collect(),
-    }
-}
-
-/// `8080:tcp`, `5000-5010:udp`, `ssh:tcp`.
-fn is_firewall_port(text: &str) -> bool {
-    let Some((port, protocol)) = text.split_once(':') else {
-        return false;
-    };
-    let number = |text: &str| text.parse::<u16>().is_ok_and(|n| n > 0);
-    let port_ok = match port.split_once('-') {
-        Some((from, to)) => number(from) && number(to) && from.parse::<u16>().ok() <= to.parse::<u16>().ok(),
-        None => number(port) || (!port.is_empty() && port.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')),
-    };
-    port_ok && ["tcp", "udp"].contains(&protocol)
 }
 
 /// A toml/serde error as a diagnostic; unknown keys get a did-you-mean.
@@ -682,6 +516,62 @@ disabled = ["sshd"]
                 RFE.toml:7:8: package `jq` is listed twice
                 RFE.toml:9:10: firewall port `8080` is not `PORT:PROTOCOL` (help: write e.g. `8080:tcp`, `5000-5010:udp` or `ssh:tcp`)
                 RFE.toml:12:13: service `sshd` is both enabled and disabled
+            "#]],
+        );
+    }
+
+    #[test]
+    fn composer_checks_on_the_newer_keys() {
+        check(
+            r#"
+name = "RFE"
+version = "0.0.1"
+[[containers]]
+source = ""
+[customizations]
+partitioning_mode = "zfs"
+[[customizations.filesystem]]
+mountpoint = "/etc"
+minsize = "2 parsecs"
+[[customizations.directories]]
+path = "etc/widget"
+mode = "0888"
+[[customizations.files]]
+path = "/etc/widget.conf"
+[[customizations.files]]
+path = "/etc/widget.conf/inner"
+[[customizations.repositories]]
+id = "extra"
+gpgcheck = true
+[customizations.services]
+enabled = ["rpcbind"]
+masked = ["rpcbind"]
+[customizations.disk]
+type = "gpt"
+"#,
+            expect![[r#"
+                RFE.toml:1:1: customizations.disk and customizations.filesystem cannot both be set (help: describe the partitions in one of them)
+                RFE.toml:5:1: a container has an empty source (help: name the image, e.g. `source = "registry.example.com/app:v1"`)
+                RFE.toml:7:21: partitioning_mode `zfs` is not one composer knows (help: use `raw`, `lvm` or `auto-lvm`)
+                RFE.toml:9:1: `/etc` cannot be a mount point of its own
+                RFE.toml:10:1: minsize is not a size (help: write bytes, or a number and a unit: `"2 GiB"`, `"500 MiB"`)
+                RFE.toml:12:1: `etc/widget` is not a clean absolute path (help: start at `/`, without `..`, `//` or a trailing `/`)
+                RFE.toml:13:1: mode `0888` is not an octal mode (help: write three octal digits, optionally after a 0: `"0644"`)
+                RFE.toml:15:1: file `/etc/widget.conf` is also the folder of `/etc/widget.conf/inner`
+                RFE.toml:19:1: repository `extra` has no baseurls, metalink or mirrorlist (help: add `baseurls = ["https://..."]`)
+                RFE.toml:20:1: repository `extra` checks signatures but names no gpgkeys (help: add `gpgkeys = [...]` (a URL or the armored key))
+                RFE.toml:23:11: service `rpcbind` is both enabled and masked
+            "#]],
+        );
+        check(
+            r#"
+name = "RFE"
+version = "0.0.1"
+[customizations.locale]
+language = ["en_US.UTF-8"]
+"#,
+            expect![[r#"
+                RFE.toml:5:1: unknown key `language` (help: did you mean `languages`?)
             "#]],
         );
     }

@@ -102,8 +102,8 @@ fn a_second_up_leaves_a_running_guest_alone_and_starts_a_stopped_one() {
     let world = World::new();
     world.up("edge-device-1", false).unwrap();
     assert_eq!(world.up("edge-device-1", false).unwrap(), UpAction::AlreadyRunning);
-    assert!(libvirt::destroy(&world.store, "edge-device-1").unwrap());
-    assert!(!libvirt::destroy(&world.store, "edge-device-1").unwrap());
+    assert!(libvirt::destroy(&world.lab, &world.store, "edge-device-1").unwrap());
+    assert!(!libvirt::destroy(&world.lab, &world.store, "edge-device-1").unwrap());
     assert_eq!(world.up("edge-device-1", false).unwrap(), UpAction::Started);
     assert_eq!(world.calls().iter().filter(|line| line.starts_with("virt-install")).count(), 1);
 }
@@ -145,9 +145,9 @@ fn a_domain_with_the_guests_name_that_is_not_ours_is_left_alone() {
         assert!(text.contains("a libvirt domain named `edge-device-1` already exists"), "{text}");
         assert!(text.contains("edgelab did not define it"), "{text}");
     }
-    assert!(libvirt::start(&world.store, "edge-device-1").is_err());
-    assert!(libvirt::destroy(&world.store, "edge-device-1").is_err());
-    assert!(libvirt::console(&world.store, "edge-device-1").is_err());
+    assert!(libvirt::start(&world.lab, &world.store, "edge-device-1").is_err());
+    assert!(libvirt::destroy(&world.lab, &world.store, "edge-device-1").is_err());
+    assert!(libvirt::console(&world.lab, &world.store, "edge-device-1").is_err());
     let calls = world.calls();
     assert!(calls.iter().all(|line| line.contains(" domuuid ") || line.contains(" domstate ")), "{calls:#?}");
 }
@@ -250,6 +250,50 @@ fn guest_commands_dispatch_to_libvirt_in_the_rhel_world() {
             "virsh --connect qemu:///system console edge-device-1",
         ]
     );
+}
+
+#[test]
+fn a_remote_libvirt_host_is_driven_through_its_uri() {
+    let mut world = World::new();
+    world.set_libvirt_uri("qemu+ssh://root@edge-host/system");
+    // SAFETY: as in `World::new`.
+    unsafe { std::env::set_var("FAKE_LIBVIRT_HOSTS", "edge-host") };
+    assert_eq!(world.up("edge-device-1", false).unwrap(), UpAction::Installed);
+    let calls = world.calls();
+    assert!(!calls.is_empty());
+    for call in &calls {
+        assert!(call.contains(" --connect qemu+ssh://root@edge-host/system "), "{call}");
+    }
+    // The domain lives on the remote host, not on this one.
+    assert!(world.state.join("hosts/edge-host/domains/edge-device-1").is_dir());
+    assert!(!world.state.join("domains/edge-device-1").exists());
+    let status = world.xtask(&["lab", "status"]);
+    assert!(status.contains("libvirt qemu+ssh://root@edge-host/system"), "{status}");
+    assert!(status.contains("guest edge-device-1: running on qemu+ssh://root@edge-host/system"), "{status}");
+    assert!(status.contains("guest edge-device-2: not installed on qemu+ssh://root@edge-host/system"), "{status}");
+    let destroy = world.xtask(&["guest", "destroy", "edge-device-1"]);
+    assert!(destroy.contains("guest edge-device-1: destroyed"), "{destroy}");
+
+    // The same guest name on this host's libvirt is another domain: the
+    // record names the connection it was made on.
+    world.set_libvirt_uri("qemu:///system");
+    assert_eq!(world.up("edge-device-1", false).unwrap(), UpAction::Installed);
+
+    // A host libvirt cannot reach: its error, not a guess.
+    world.set_libvirt_uri("qemu+ssh://root@nowhere/system");
+    let err = format!("{:#}", world.up("edge-device-2", false).unwrap_err());
+    assert!(err.contains("Could not resolve hostname nowhere"), "{err}");
+    // SAFETY: as in `World::new`.
+    unsafe { std::env::remove_var("FAKE_LIBVIRT_HOSTS") };
+}
+
+#[test]
+fn a_libvirt_uri_that_is_not_qemus_is_refused_in_the_lab_file() {
+    let world = World::new();
+    let text = std::fs::read_to_string(&world.lab_file).unwrap() + "libvirt uri=\"xen:///system\"\n";
+    std::fs::write(&world.lab_file, text).unwrap();
+    let err = edgelab::lab::parse_lab_file(&world.lab_file).unwrap_err().to_plain();
+    assert!(err.contains("libvirt URI `xen:///system` names the `xen` driver"), "{err}");
 }
 
 #[test]
@@ -413,6 +457,16 @@ impl World {
 
     fn iso(&self, name: &str) -> PathBuf {
         self.dir.join("isos").join(format!("{name}.iso"))
+    }
+
+    /// Points the lab at another libvirt connection (`libvirt uri=...`).
+    fn set_libvirt_uri(&mut self, uri: &str) {
+        let text = std::fs::read_to_string(&self.lab_file).unwrap();
+        let text: String =
+            text.lines().filter(|line| !line.starts_with("libvirt ")).map(|line| format!("{line}\n")).collect();
+        std::fs::write(&self.lab_file, format!("{text}libvirt uri=\"{uri}\"\n")).unwrap();
+        self.lab = edgelab::lab::parse_lab_file(&self.lab_file).unwrap();
+        assert_eq!(self.lab.libvirt_uri, uri);
     }
 
     fn up(&self, name: &str, reinstall: bool) -> anyhow::Result<UpAction> {

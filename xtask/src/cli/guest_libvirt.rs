@@ -45,7 +45,7 @@ pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
 /// and disk are kept).
 pub fn down(session: &Session) -> anyhow::Result<()> {
     for guest in &session.lab.guests {
-        if libvirt::destroy(&session.store, &guest.name)? {
+        if libvirt::destroy(&session.lab, &session.store, &guest.name)? {
             println!("guest {}: destroyed", guest.name);
         }
     }
@@ -53,7 +53,7 @@ pub fn down(session: &Session) -> anyhow::Result<()> {
 }
 
 pub fn start(session: &Session, name: &str) -> anyhow::Result<()> {
-    if libvirt::start(&session.store, name)? {
+    if libvirt::start(&session.lab, &session.store, name)? {
         println!("guest {name}: started");
     } else {
         println!("guest {name}: already running");
@@ -62,7 +62,7 @@ pub fn start(session: &Session, name: &str) -> anyhow::Result<()> {
 }
 
 pub fn destroy(session: &Session, name: &str) -> anyhow::Result<()> {
-    if libvirt::destroy(&session.store, name)? {
+    if libvirt::destroy(&session.lab, &session.store, name)? {
         println!("guest {name}: destroyed");
     } else {
         println!("guest {name}: not running");
@@ -71,5 +71,5 @@ pub fn destroy(session: &Session, name: &str) -> anyhow::Result<()> {
 }
 
 pub fn console(session: &Session, name: &str) -> anyhow::Result<()> {
-    libvirt::console(&session.store, name)
+    libvirt::console(&session.lab, &session.store, name)
 }

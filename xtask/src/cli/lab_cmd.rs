@@ -141,6 +141,13 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     if let Some(state) = crate::guests::load_accel_state(&session.store) {
         println!("accelerator for accel \"auto\": {} ({})", state.accel.as_str(), state.reason);
     }
+    if session.lab.backends.for_guests() == crate::lab::Backend::Rhel {
+        println!("libvirt {}", session.lab.libvirt_uri);
+        for guest in &session.lab.guests {
+            println!("{}", crate::guests::libvirt::status_line(&session.lab, &session.store, &guest.name));
+        }
+        return Ok(());
+    }
     for guest in &session.lab.guests {
         let dir = crate::guests::guest_dir(&session.store, &guest.name)?;
         let state = crate::guests::load_state(&dir);

@@ -26,7 +26,7 @@ use crate::{
     lab::{Guest, Lab},
     store::Store,
     tools::{
-        virsh::{self, DomState},
+        virsh::{DomState, Virsh},
         virt_install::{self, Install},
     },
 };
@@ -64,15 +64,26 @@ pub enum UpAction {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DomainRecord {
     pub uuid: String,
+    /// The libvirt connection it lives on (records from before lab.kdl
+    /// named one have none: `qemu:///system`).
+    #[serde(default)]
+    pub uri: String,
     pub iso: PathBuf,
     /// False while the installer runs; true once the domain powered off
     /// after it.
     pub installed: bool,
 }
 
+impl DomainRecord {
+    fn uri(&self) -> &str {
+        if self.uri.is_empty() { "qemu:///system" } else { &self.uri }
+    }
+}
+
 /// virt-install's flags for `guest`, installing from `iso`.
 pub fn install_spec<'a>(lab: &'a Lab, guest: &'a Guest, iso: &'a Path) -> Install<'a> {
     Install {
+        connect: &lab.libvirt_uri,
         name: &guest.name,
         memory_mib: guest.memory_mib,
         vcpus: guest.vcpus,
@@ -104,25 +115,26 @@ pub fn up(
     note: &dyn Fn(&str),
 ) -> anyhow::Result<UpAction> {
     let guest = lab.guest(name).with_context(|| format!("no guest `{name}` in the lab"))?;
-    let record = owned_record(store, name)?;
+    let virsh = Virsh::new(&lab.libvirt_uri);
+    let record = owned_record(virsh, store, name)?;
     let action = match (&record, reinstall) {
         (None, _) => UpAction::Installed,
         (Some(_), true) => {
-            remove(name)?;
+            remove(virsh, name)?;
             UpAction::Reinstalled
         }
         (Some(record), false) if !record.installed => {
             note(&format!("guest {name}: its install was interrupted; waiting for it"));
-            wait_for_install(name, wait, note)?;
+            wait_for_install(virsh, name, wait, note)?;
             mark_installed(store, name, record)?;
-            virsh::start(name).with_context(|| format!("guest {name}: starting it after its install"))?;
+            virsh.start(name).with_context(|| format!("guest {name}: starting it after its install"))?;
             return Ok(UpAction::Installed);
         }
         (Some(_), false) => {
-            return match virsh::domstate(name)? {
+            return match virsh.domstate(name)? {
                 Some(DomState::Running) => Ok(UpAction::AlreadyRunning),
                 _ => {
-                    virsh::start(name).with_context(|| format!("guest {name}: starting it"))?;
+                    virsh.start(name).with_context(|| format!("guest {name}: starting it"))?;
                     Ok(UpAction::Started)
                 }
             };
@@ -131,82 +143,107 @@ pub fn up(
     let spec = install_spec(lab, guest, iso);
     note(&format!("guest {name}: {}", virt_install::command_line(&spec)));
     virt_install::install(&spec)?;
-    let uuid = virsh::domuuid(name)?
+    let uuid = virsh
+        .domuuid(name)?
         .with_context(|| format!("guest {name}: virt-install succeeded but libvirt has no domain `{name}`"))?;
-    let record = DomainRecord { uuid, iso: iso.to_path_buf(), installed: false };
+    let record = DomainRecord { uuid, uri: lab.libvirt_uri.clone(), iso: iso.to_path_buf(), installed: false };
     save_record(store, name, &record)?;
-    wait_for_install(name, wait, note)?;
+    wait_for_install(virsh, name, wait, note)?;
     mark_installed(store, name, &record)?;
-    virsh::start(name).with_context(|| format!("guest {name}: starting it after its install"))?;
+    virsh.start(name).with_context(|| format!("guest {name}: starting it after its install"))?;
     Ok(action)
 }
 
 /// `guest start NAME`: boots an installed guest. False when it was running.
-pub fn start(store: &Store, name: &str) -> anyhow::Result<bool> {
-    require_owned(store, name)?;
-    if virsh::domstate(name)? == Some(DomState::Running) {
+pub fn start(lab: &Lab, store: &Store, name: &str) -> anyhow::Result<bool> {
+    let virsh = Virsh::new(&lab.libvirt_uri);
+    require_owned(virsh, store, name)?;
+    if virsh.domstate(name)? == Some(DomState::Running) {
         return Ok(false);
     }
-    virsh::start(name)?;
+    virsh.start(name)?;
     Ok(true)
 }
 
 /// `guest destroy NAME`: powers the guest off at once. False when it was
 /// not running.
-pub fn destroy(store: &Store, name: &str) -> anyhow::Result<bool> {
-    if owned_record(store, name)?.is_none() {
+pub fn destroy(lab: &Lab, store: &Store, name: &str) -> anyhow::Result<bool> {
+    let virsh = Virsh::new(&lab.libvirt_uri);
+    if owned_record(virsh, store, name)?.is_none() {
         return Ok(false);
     }
-    if virsh::domstate(name)? != Some(DomState::Running) {
+    if virsh.domstate(name)? != Some(DomState::Running) {
         return Ok(false);
     }
-    virsh::destroy(name)?;
+    virsh.destroy(name)?;
     Ok(true)
 }
 
+/// One guest's line for `lab status`: its domain's state on the lab's
+/// connection.
+pub fn status_line(lab: &Lab, store: &Store, name: &str) -> String {
+    let virsh = Virsh::new(&lab.libvirt_uri);
+    let state = match owned_record(virsh, store, name) {
+        Err(err) => return format!("guest {name}: {err:#}"),
+        Ok(None) => return format!("guest {name}: not installed on {}", virsh.uri),
+        Ok(Some(record)) if !record.installed => "installing".to_string(),
+        Ok(Some(_)) => match virsh.domstate(name) {
+            Ok(Some(DomState::Running)) => "running".to_string(),
+            Ok(Some(DomState::ShutOff)) => "shut off".to_string(),
+            Ok(Some(DomState::Other(other))) => other,
+            Ok(None) => "gone".to_string(),
+            Err(err) => format!("state unknown ({err:#})"),
+        },
+    };
+    format!("guest {name}: {state} on {}", virsh.uri)
+}
+
 /// `guest console NAME`: virsh's console on this terminal.
-pub fn console(store: &Store, name: &str) -> anyhow::Result<()> {
-    require_owned(store, name)?;
-    virsh::console(name)
+pub fn console(lab: &Lab, store: &Store, name: &str) -> anyhow::Result<()> {
+    let virsh = Virsh::new(&lab.libvirt_uri);
+    require_owned(virsh, store, name)?;
+    virsh.console(name)
 }
 
 /// The record of the domain edgelab defined for `name`, checked against
 /// libvirt: `None` when libvirt has no such domain (a stale record is
 /// dropped), an error when the domain exists but is not the one edgelab made.
-fn owned_record(store: &Store, name: &str) -> anyhow::Result<Option<DomainRecord>> {
+fn owned_record(virsh: Virsh, store: &Store, name: &str) -> anyhow::Result<Option<DomainRecord>> {
     let record: Option<DomainRecord> =
         store.load_state(&record_name(name)).and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let Some(uuid) = virsh::domuuid(name)? else {
+    let Some(uuid) = virsh.domuuid(name)? else {
         return Ok(None);
     };
     match record {
-        Some(record) if record.uuid == uuid => Ok(Some(record)),
+        Some(record) if record.uuid == uuid && record.uri() == virsh.uri => Ok(Some(record)),
         _ => bail!(
-            "a libvirt domain named `{name}` already exists (uuid {uuid}) and edgelab did not define it; \
-             edgelab leaves it alone: remove it (`virsh undefine {name} --remove-all-storage`) or rename \
-             the guest in lab.kdl"
+            "a libvirt domain named `{name}` already exists on {} (uuid {uuid}) and edgelab did not define \
+             it there; edgelab leaves it alone: remove it (`virsh --connect {} undefine {name} \
+             --remove-all-storage`) or rename the guest in lab.kdl",
+            virsh.uri,
+            virsh.uri
         ),
     }
 }
 
-fn require_owned(store: &Store, name: &str) -> anyhow::Result<DomainRecord> {
-    owned_record(store, name)?
+fn require_owned(virsh: Virsh, store: &Store, name: &str) -> anyhow::Result<DomainRecord> {
+    owned_record(virsh, store, name)?
         .with_context(|| format!("guest {name} is not installed in libvirt: run `cargo xtask lab up`"))
 }
 
 /// Destroys (when running) and undefines the domain with its disks.
-fn remove(name: &str) -> anyhow::Result<()> {
-    if virsh::domstate(name)? == Some(DomState::Running) {
-        virsh::destroy(name).with_context(|| format!("guest {name}: stopping it before reinstalling"))?;
+fn remove(virsh: Virsh, name: &str) -> anyhow::Result<()> {
+    if virsh.domstate(name)? == Some(DomState::Running) {
+        virsh.destroy(name).with_context(|| format!("guest {name}: stopping it before reinstalling"))?;
     }
-    virsh::undefine_with_storage(name).with_context(|| format!("guest {name}: removing it before reinstalling"))
+    virsh.undefine_with_storage(name).with_context(|| format!("guest {name}: removing it before reinstalling"))
 }
 
-fn wait_for_install(name: &str, wait: &InstallWait, note: &dyn Fn(&str)) -> anyhow::Result<()> {
+fn wait_for_install(virsh: Virsh, name: &str, wait: &InstallWait, note: &dyn Fn(&str)) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_note = Instant::now();
     loop {
-        match virsh::domstate(name)? {
+        match virsh.domstate(name)? {
             Some(DomState::ShutOff) => {
                 note(&format!("guest {name}: installed in {:.0?}", started.elapsed()));
                 return Ok(());

@@ -3,8 +3,10 @@
 //!
 //! Every call names the domain; nothing here lists domains, so a guest is
 //! always the one lab.kdl names, never "the first one `virsh list` shows".
+//! Every call names the lab's connection too (`--connect`, lab.kdl's
+//! `libvirt uri=...`), so a remote host's guests are driven the same way.
 
-use super::{Cmd, Output, Program, virt_install::CONNECT};
+use super::{Cmd, Output, Program};
 
 /// The programs this wrapper starts, and the packages that provide them.
 pub const PROGRAMS: &[Program] = &[Program {
@@ -24,64 +26,76 @@ pub enum DomState {
     Other(String),
 }
 
-/// The domain's state, or `None` when no domain has that name.
-pub fn domstate(name: &str) -> anyhow::Result<Option<DomState>> {
-    let Some(out) = query(&["domstate", name])? else {
-        return Ok(None);
-    };
-    Ok(Some(match out.stdout.trim() {
-        "running" => DomState::Running,
-        "shut off" => DomState::ShutOff,
-        other => DomState::Other(other.to_string()),
-    }))
+/// virsh on one libvirt connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Virsh<'a> {
+    pub uri: &'a str,
 }
 
-/// The domain's UUID, or `None` when no domain has that name.
-pub fn domuuid(name: &str) -> anyhow::Result<Option<String>> {
-    Ok(query(&["domuuid", name])?.map(|out| out.stdout.trim().to_string()))
-}
-
-/// `virsh start NAME`.
-pub fn start(name: &str) -> anyhow::Result<()> {
-    command()?.args(["start", name]).run()?;
-    Ok(())
-}
-
-/// `virsh destroy NAME`: powers the guest off at once, like pulling the plug.
-pub fn destroy(name: &str) -> anyhow::Result<()> {
-    command()?.args(["destroy", name]).run()?;
-    Ok(())
-}
-
-/// `virsh undefine NAME --remove-all-storage`: the domain and its disks go.
-pub fn undefine_with_storage(name: &str) -> anyhow::Result<()> {
-    command()?.args(["undefine", name, "--remove-all-storage"]).run()?;
-    Ok(())
-}
-
-/// `virsh console NAME` on the user's terminal (Ctrl-] leaves).
-pub fn console(name: &str) -> anyhow::Result<()> {
-    let status = command()?.args(["console", name]).run_inherit()?;
-    if !status.success() {
-        anyhow::bail!("`virsh --connect {CONNECT} console {name}` failed ({status})");
+impl<'a> Virsh<'a> {
+    pub fn new(uri: &'a str) -> Virsh<'a> {
+        Virsh { uri }
     }
-    Ok(())
-}
 
-fn command() -> anyhow::Result<Cmd> {
-    Ok(Cmd::new(super::require("virsh")?).args(["--connect", CONNECT]))
-}
+    /// The domain's state, or `None` when no domain has that name.
+    pub fn domstate(&self, name: &str) -> anyhow::Result<Option<DomState>> {
+        let Some(out) = self.query(&["domstate", name])? else {
+            return Ok(None);
+        };
+        Ok(Some(match out.stdout.trim() {
+            "running" => DomState::Running,
+            "shut off" => DomState::ShutOff,
+            other => DomState::Other(other.to_string()),
+        }))
+    }
 
-/// Runs a query about one domain; `None` when virsh says there is no such
-/// domain ("failed to get domain"), an error for anything else.
-fn query(args: &[&str]) -> anyhow::Result<Option<Output>> {
-    let cmd = command()?.args(args);
-    let out = cmd.run_unchecked()?;
-    if out.status.success() {
-        return Ok(Some(out));
+    /// The domain's UUID, or `None` when no domain has that name.
+    pub fn domuuid(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.query(&["domuuid", name])?.map(|out| out.stdout.trim().to_string()))
     }
-    if out.stderr.contains("failed to get domain") || out.stderr.contains("Domain not found") {
-        return Ok(None);
+
+    /// `virsh start NAME`.
+    pub fn start(&self, name: &str) -> anyhow::Result<()> {
+        self.command()?.args(["start", name]).run()?;
+        Ok(())
     }
-    anyhow::bail!("{}", super::failure_message(&cmd.display(), &out))
+
+    /// `virsh destroy NAME`: powers the guest off at once, like pulling the plug.
+    pub fn destroy(&self, name: &str) -> anyhow::Result<()> {
+        self.command()?.args(["destroy", name]).run()?;
+        Ok(())
+    }
+
+    /// `virsh undefine NAME --remove-all-storage`: the domain and its disks go.
+    pub fn undefine_with_storage(&self, name: &str) -> anyhow::Result<()> {
+        self.command()?.args(["undefine", name, "--remove-all-storage"]).run()?;
+        Ok(())
+    }
+
+    /// `virsh console NAME` on the user's terminal (Ctrl-] leaves).
+    pub fn console(&self, name: &str) -> anyhow::Result<()> {
+        let status = self.command()?.args(["console", name]).run_inherit()?;
+        if !status.success() {
+            anyhow::bail!("`virsh --connect {} console {name}` failed ({status})", self.uri);
+        }
+        Ok(())
+    }
+
+    fn command(&self) -> anyhow::Result<Cmd> {
+        Ok(Cmd::new(super::require("virsh")?).args(["--connect", self.uri]))
+    }
+
+    /// Runs a query about one domain; `None` when virsh says there is no such
+    /// domain ("failed to get domain"), an error for anything else.
+    fn query(&self, args: &[&str]) -> anyhow::Result<Option<Output>> {
+        let cmd = self.command()?.args(args);
+        let out = cmd.run_unchecked()?;
+        if out.status.success() {
+            return Ok(Some(out));
+        }
+        if out.stderr.contains("failed to get domain") || out.stderr.contains("Domain not found") {
+            return Ok(None);
+        }
+        anyhow::bail!("{}", super::failure_message(&cmd.display(), &out))
+    }
 }

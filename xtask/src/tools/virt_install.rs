@@ -20,12 +20,11 @@ pub const PROGRAMS: &[Program] = &[Program {
     version_args: &["--version"],
 }];
 
-/// The libvirt connection every RHEL-world guest lives on.
-pub const CONNECT: &str = "qemu:///system";
-
 /// One guest's install: the flags virt-install gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Install<'a> {
+    /// The libvirt connection (lab.kdl's `libvirt uri=...`).
+    pub connect: &'a str,
     pub name: &'a str,
     pub memory_mib: u64,
     pub vcpus: u32,
@@ -53,7 +52,7 @@ pub fn install(install: &Install) -> anyhow::Result<()> {
 
 fn command(program: &str, install: &Install) -> Cmd {
     Cmd::new(program)
-        .args(["--connect", CONNECT])
+        .args(["--connect", install.connect])
         .args(["--name", install.name])
         .args(["--memory", &install.memory_mib.to_string()])
         .args(["--vcpus", &install.vcpus.to_string()])

@@ -28,8 +28,18 @@
 #   deliberately unknown here ("error: unknown command"), so edgelab can
 #   never find guests by listing them.
 #
-# State lives in $FAKE_LIBVIRT_DIR/domains/NAME/{state,uuid,polls,persistent,disk,argv};
-# every call is appended to $FAKE_LIBVIRT_DIR/calls.log as one line, "PROGRAM ARGS...".
+# - The connection (--connect URI, both programs; libvirt's URI syntax,
+#   https://libvirt.org/uri.html): qemu:///system is this host; a remote one,
+#   qemu+ssh://[user@]host[:port]/system (or +tls, +tcp, +libssh...), is reached
+#   only when its host is listed in $FAKE_LIBVIRT_HOSTS, else libvirt's "failed
+#   to connect to the hypervisor" with ssh's resolve error. Each host has its
+#   own domains, as separate libvirtds do. A URI of another driver or without
+#   /system or /session gives libvirt's connect errors; no --connect is
+#   qemu:///system (what root gets).
+#
+# State lives in $FAKE_LIBVIRT_DIR/domains/NAME/{state,uuid,polls,persistent,disk,argv}
+# (a remote host's in $FAKE_LIBVIRT_DIR/hosts/HOST/domains/); every call is
+# appended to $FAKE_LIBVIRT_DIR/calls.log as one line, "PROGRAM ARGS...".
 
 set -u
 dir=${FAKE_LIBVIRT_DIR:?FAKE_LIBVIRT_DIR must be set}
@@ -39,8 +49,32 @@ echo "$program $*" >>"$dir/calls.log"
 
 err() { echo "ERROR    $*" >&2; exit 1; }
 
+# Sets $domains to the folder of the connection's domains, or fails as
+# libvirt's connect does.
+connect_to() {
+    local uri=${1:-qemu:///system}
+    local connect_err="error: failed to connect to the hypervisor"
+    case $uri in
+        qemu:///system|qemu:///session) domains="$dir/domains"; [ "$uri" = qemu:///session ] && domains="$dir/session/domains" ;;
+        qemu+ssh://*|qemu+libssh://*|qemu+libssh2://*|qemu+tls://*|qemu+tcp://*)
+            local rest=${uri#*://} authority path host
+            authority=${rest%%/*}; path=${rest#*/}; path=${path%%\?*}
+            host=${authority#*@}; host=${host%%:*}
+            if [ -z "$host" ] || [ "$authority" = "$rest" ] || { [ "$path" != system ] && [ "$path" != session ]; }; then
+                printf '%s\nerror: invalid argument: could not parse URI %s\n' "$connect_err" "$uri" >&2; exit 1
+            fi
+            case " ${FAKE_LIBVIRT_HOSTS:-} " in
+                *" $host "*) domains="$dir/hosts/$host/domains" ;;
+                *) printf '%s\nerror: Cannot recv data: ssh: Could not resolve hostname %s: Name or service not known: Connection reset by peer\n' "$connect_err" "$host" >&2; exit 1 ;;
+            esac ;;
+        qemu://*) printf '%s\nerror: invalid argument: could not parse URI %s\n' "$connect_err" "$uri" >&2; exit 1 ;;
+        *) printf '%s\nerror: no connection driver available for %s\n' "$connect_err" "$uri" >&2; exit 1 ;;
+    esac
+    mkdir -p "$domains"
+}
+
 virt_install() {
-    local name="" memory="" vcpus="" disk="" os_variant="" network="" cdrom="" location="" extra_args=""
+    local connect="" name="" memory="" vcpus="" disk="" os_variant="" network="" cdrom="" location="" extra_args=""
     local import=0 noautoconsole=0 noreboot=0 unknown=()
     while [ $# -gt 0 ]; do
         local opt=$1 value="" has_inline=0
@@ -56,6 +90,7 @@ virt_install() {
                     value=$2; shift
                 fi
                 case $opt in
+                    --connect) connect=$value ;;
                     --name|-n) name=$value ;;
                     --memory) memory=$value ;;
                     --vcpus) vcpus=$value ;;
@@ -93,8 +128,9 @@ virt_install() {
     if [ -n "$cdrom" ] && [ ! -e "$cdrom" ]; then
         err "Validating install media '$cdrom' failed: Must specify storage creation parameters for non-existent path '$cdrom'."
     fi
-    [ -e "$dir/domains/$name" ] && err "Guest name '$name' is already in use."
-    local d="$dir/domains/$name"
+    connect_to "$connect"
+    [ -e "$domains/$name" ] && err "Guest name '$name' is already in use."
+    local d="$domains/$name"
     mkdir -p "$d"
     cat /proc/sys/kernel/random/uuid >"$d/uuid"
     echo "running" >"$d/state"
@@ -117,7 +153,7 @@ virt_install() {
 }
 
 domain_dir() {
-    local d="$dir/domains/$1"
+    local d="$domains/$1"
     if [ ! -e "$d" ]; then
         echo "error: failed to get domain '$1'" >&2
         exit 1
@@ -126,15 +162,17 @@ domain_dir() {
 }
 
 virsh() {
+    local connect=""
     while [ $# -gt 0 ]; do
         case $1 in
-            -c|--connect) shift 2 ;;
-            --connect=*) shift ;;
+            -c|--connect) connect=${2:-}; shift 2 ;;
+            --connect=*) connect=${1#*=}; shift ;;
             -q|--quiet) shift ;;
             -*) echo "error: unsupported option '$1'. See --help." >&2; exit 1 ;;
             *) break ;;
         esac
     done
+    connect_to "$connect"
     local command=${1:-}
     [ $# -gt 0 ] && shift
     local name="" remove_storage=0

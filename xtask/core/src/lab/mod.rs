@@ -41,6 +41,9 @@ pub struct Lab {
     /// composer; a package with no entry is used under its own name.
     pub package_map: Vec<PackageMapping>,
     pub store: StoreSettings,
+    /// The libvirt connection of the RHEL world's guests
+    /// (`qemu:///system`, or `qemu+ssh://host/system` for a remote host).
+    pub libvirt_uri: String,
 }
 
 /// Which world a stage runs in.

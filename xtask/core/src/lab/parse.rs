@@ -94,6 +94,7 @@ const TOP_LEVEL: &[&str] = &[
     "guest",
     "package-map",
     "store",
+    "libvirt",
 ];
 const TOP_LEVEL_REPEATED: &[&str] = &["container", "blueprint", "image", "guest"];
 
@@ -137,6 +138,7 @@ const GUEST: Shape = Shape {
 const PACKAGE_MAP: Shape = Shape { max_args: 0, props: &[], children: Some(&["package"]), repeated: &["package"] };
 const PACKAGE: Shape = Shape { max_args: usize::MAX, props: &["debian", "drop"], children: None, repeated: &[] };
 const STORE: Shape = Shape { max_args: 0, props: &["keep-generations"], children: None, repeated: &[] };
+const LIBVIRT: Shape = Shape { max_args: 0, props: &["uri"], children: None, repeated: &[] };
 /// A child that holds one value, like `bridge "edgelab0"`.
 const VALUE: Shape = Shape { max_args: 1, props: &[], children: None, repeated: &[] };
 
@@ -243,6 +245,7 @@ impl Parser<'_> {
         let kickstart = self.kickstart(first(doc, "kickstart"), &images, !guests.is_empty(), &mut spans);
         let package_map = first(doc, "package-map").map(|node| self.package_map(node, &mut spans)).unwrap_or_default();
         let store = self.store(first(doc, "store"));
+        let libvirt_uri = self.libvirt_uri(first(doc, "libvirt"));
 
         self.check_duplicates(&spans);
         self.check_references(&spans, &containers, &blueprints, &images);
@@ -269,6 +272,7 @@ impl Parser<'_> {
             guests,
             package_map,
             store,
+            libvirt_uri,
         }
     }
 
@@ -813,6 +817,25 @@ impl Parser<'_> {
             settings.keep_generations = value.value as u32;
         }
         settings
+    }
+
+    /// `libvirt uri="qemu+ssh://root@host/system"`: the libvirt connection
+    /// of the RHEL world's guests (`qemu:///system` when not given).
+    fn libvirt_uri(&mut self, node: Option<&KdlNode>) -> String {
+        let default = "qemu:///system".to_string();
+        let Some(node) = node else { return default };
+        self.check_shape(node, &LIBVIRT);
+        let example = "uri=\"qemu+ssh://root@host.example.com/system\"";
+        let Some(value) = self.string(node, Slot::Prop("uri"), Need::Required, example) else { return default };
+        if let Err(problem) = check_libvirt_uri(&value.value) {
+            self.report(
+                value.span,
+                format!("libvirt URI `{}` {problem}", value.value),
+                "not a QEMU connection",
+                Some(format!("write e.g. {example}, or qemu:///system for this host")),
+            );
+        }
+        value.value
     }
 
     // ---- cross checks ----
@@ -1558,6 +1581,37 @@ fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(multiplier).ok_or_else(|| "the size is too large".to_string())
 }
 
+/// A libvirt URI for QEMU (libvirt's `driver[+transport]://[user@][host][:port]/path`):
+/// the `qemu` driver, a transport libvirt knows, a host exactly when the
+/// transport is remote, `/system` or `/session`.
+fn check_libvirt_uri(uri: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return Err("has no `://`".into());
+    };
+    let (driver, transport) = scheme.split_once('+').map_or((scheme, None), |(d, t)| (d, Some(t)));
+    if driver != "qemu" {
+        return Err(format!("names the `{driver}` driver; the guests are QEMU domains"));
+    }
+    if let Some(transport) = transport
+        && !["ssh", "libssh", "libssh2", "tcp", "tls", "unix", "ext"].contains(&transport)
+    {
+        return Err(format!("names the unknown transport `{transport}`"));
+    }
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let path = path.split('?').next().unwrap_or("");
+    if !["system", "session"].contains(&path) {
+        return Err("must end in /system or /session".into());
+    }
+    let remote = transport.is_some_and(|transport| transport != "unix");
+    if remote && authority.is_empty() {
+        return Err("names a remote transport but no host".into());
+    }
+    if !remote && !authority.is_empty() {
+        return Err("names a host but no remote transport (write qemu+ssh://...)".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1578,6 +1632,25 @@ mod tests {
         assert!(parse_cidr("10.0.0.1/33").is_err());
         assert!(parse_cidr("10.0.0.1").is_err());
         assert!(parse_cidr("10.0.0.256/24").is_err());
+    }
+
+    #[test]
+    fn libvirt_uris() {
+        for good in
+            ["qemu:///system", "qemu:///session", "qemu+ssh://root@edge-host/system", "qemu+tls://h:16514/system"]
+        {
+            assert_eq!(check_libvirt_uri(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "qemu://system",
+            "xen:///system",
+            "qemu+ssh:///system",
+            "qemu://host/system",
+            "qemu+pigeon://h/system",
+            "qemu:///",
+        ] {
+            assert!(check_libvirt_uri(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -107,8 +107,11 @@ fn status_goes_waiting_running_finished_and_the_download_has_its_digest() {
     assert_eq!(result.tarball_sha256, edgelab::hash::digest_file(&result.tarball).unwrap());
     assert_eq!(Some(&result.commit), composes[0].commit.as_ref());
     assert_eq!(result.compose_json["ref"], "rhel/8/x86_64/edge");
-    assert_eq!(result.compose_json["ostree-version"], "0.0.1");
+    // Composer writes the distro's OS version there, not the blueprint's.
+    assert_eq!(result.compose_json["ostree-version"], fake_weldr::OS_VERSION);
+    // The packages are the commit's (compose/info), not the depsolve's.
     assert!(result.packages.contains(&"keepalived-1.0-1.el8.x86_64".to_string()));
+    assert!(result.packages.contains(&"kernel-4.18.0-372.el8.x86_64".to_string()), "{:?}", result.packages);
 
     // The tarball holds a real repo whose ref is the commit.
     let unpacked = tempfile::tempdir().unwrap();
@@ -184,8 +187,127 @@ fn a_first_request_that_times_out_is_retried() {
     let result = result.unwrap();
     assert!(weldr::is_commit_id(&result.commit));
     let requests = fake.requests();
-    assert_eq!(requests[0], "POST /api/v1/blueprints/new");
-    assert_eq!(requests[1], "POST /api/v1/blueprints/new", "retried: {requests:#?}");
+    assert_eq!(requests[0], "GET /api/v1/compose/types");
+    assert_eq!(requests[1], "GET /api/v1/compose/types", "retried: {requests:#?}");
+}
+
+#[test]
+fn composer_raises_the_version_of_a_blueprint_pushed_again() {
+    let fake = FakeWeldr::start(FakeConfig::default());
+    let client = WeldrClient::new(fast_config(&fake.socket));
+    let blueprint = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
+    client.push_blueprint(&blueprint).unwrap();
+    client.push_blueprint(&blueprint).unwrap();
+    let stored = fake.blueprint("RFE").unwrap();
+    assert!(stored.contains("version = \"0.0.2\""), "{stored}");
+    // A different version is stored as pushed; the same one again is
+    // raised: two composes of the same request report different versions,
+    // and each is still the request's.
+    let composer = WeldrComposer { config: fast_config(&fake.socket) };
+    let out = tempfile::tempdir().unwrap();
+    let first = composer.compose(&request_for("v1", &blueprint, None, None), out.path(), &quiet()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let second = composer.compose(&request_for("v1", &blueprint, None, None), out.path(), &quiet()).unwrap();
+    let composes = fake.composes();
+    let version_of = |id: &str| composes.iter().find(|it| it.id == id).unwrap().version.clone();
+    assert_eq!((version_of(&first.backend_id), version_of(&second.backend_id)), ("0.0.1".into(), "0.0.2".into()));
+}
+
+#[test]
+fn a_version_reused_with_new_content_is_not_adopted() {
+    let fake = FakeWeldr::start(FakeConfig { waiting_polls: 0, running_polls: 0, ..FakeConfig::default() });
+    let state = tempfile::tempdir().unwrap();
+    let mut config = fast_config(&fake.socket);
+    config.state_dir = Some(state.path().to_path_buf());
+    let composer = WeldrComposer { config };
+    let blueprint = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let first = composer.compose(&request_for("v2", &blueprint, None, None), out.path(), &quiet()).unwrap();
+    // The same name and version, one package more.
+    let changed = BLUEPRINT
+        .replace("[[packages]]\nname = \"jq\"", "[[packages]]\nname = \"strace\"\n\n[[packages]]\nname = \"jq\"");
+    let changed = edgelab::blueprint::parse_blueprint("RFE.toml", &changed).unwrap();
+    assert_eq!(changed.version, blueprint.version);
+    let out = tempfile::tempdir().unwrap();
+    let second = composer.compose(&request_for("v2", &changed, None, None), out.path(), &quiet()).unwrap();
+    assert_ne!(second.backend_id, first.backend_id, "the old compose was adopted");
+    assert_eq!(fake.n_compose_posts(), 2);
+    assert!(second.packages.iter().any(|nevra| nevra.starts_with("strace-")), "{:?}", second.packages);
+    assert!(!first.packages.iter().any(|nevra| nevra.starts_with("strace-")));
+    // And the same request again is adopted from the record.
+    let out = tempfile::tempdir().unwrap();
+    let third = composer.compose(&request_for("v2", &changed, None, None), out.path(), &quiet()).unwrap();
+    assert_eq!(third.backend_id, second.backend_id);
+    assert_eq!(fake.n_compose_posts(), 2);
+
+    // A compose nobody recorded is never taken for ours, even with the
+    // same name, version and content.
+    let unrecorded = WeldrComposer { config: fast_config(&fake.socket) };
+    let out = tempfile::tempdir().unwrap();
+    let fourth = unrecorded.compose(&request_for("v2", &changed, None, None), out.path(), &quiet()).unwrap();
+    assert_ne!(fourth.backend_id, second.backend_id);
+    assert_eq!(fake.n_compose_posts(), 3);
+}
+
+#[test]
+fn a_slow_compose_post_is_watched_for_not_sent_again() {
+    let fake = FakeWeldr::start(FakeConfig {
+        post_delay: Some(Duration::from_millis(1500)),
+        waiting_polls: 0,
+        running_polls: 0,
+        ..FakeConfig::default()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let mut config = fast_config(&fake.socket);
+    config.state_dir = Some(state.path().to_path_buf());
+    config.compose_post_timeout = Duration::from_millis(300);
+    config.compose_post_grace = Duration::from_secs(10);
+    let blueprint = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let result = WeldrComposer { config }.compose(&request_for("v1", &blueprint, None, None), out.path(), &quiet());
+    let result = result.unwrap();
+    assert_eq!(fake.n_compose_posts(), 1, "{:#?}", fake.requests());
+    assert_eq!(result.backend_id, fake.composes()[0].id);
+}
+
+#[test]
+fn a_compose_whose_answer_was_lost_is_adopted_by_the_next_run() {
+    let fake = FakeWeldr::start(FakeConfig { post_delay: Some(Duration::from_millis(800)), ..FakeConfig::default() });
+    let state = tempfile::tempdir().unwrap();
+    let mut config = fast_config(&fake.socket);
+    config.state_dir = Some(state.path().to_path_buf());
+    config.compose_post_timeout = Duration::from_millis(200);
+    config.compose_post_grace = Duration::ZERO;
+    let blueprint = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
+    let request = request_for("v1", &blueprint, None, None);
+    let out = tempfile::tempdir().unwrap();
+    let err = WeldrComposer { config: config.clone() }.compose(&request, out.path(), &quiet()).unwrap_err();
+    assert!(format!("{err:#}").contains("the next run adopts it"), "{err:#}");
+    // Composer queues it once its depsolve is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.composes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let queued = fake.composes()[0].id.clone();
+    fake.set_config(FakeConfig::default());
+    let out = tempfile::tempdir().unwrap();
+    let result = WeldrComposer { config }.compose(&request, out.path(), &quiet()).unwrap();
+    assert_eq!(result.backend_id, queued);
+    assert_eq!(fake.n_compose_posts(), 1, "{:#?}", fake.requests());
+}
+
+#[test]
+fn a_composer_without_edge_commit_is_refused_before_the_push() {
+    let fake =
+        FakeWeldr::start(FakeConfig { types: vec![("iot-commit", true), ("qcow2", true)], ..FakeConfig::default() });
+    let blueprint = edgelab::blueprint::parse_blueprint("RFE.toml", BLUEPRINT).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = WeldrComposer { config: fast_config(&fake.socket) }
+        .compose(&request_for("v1", &blueprint, None, None), out.path(), &quiet())
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("offers no `edge-commit`") && text.contains("iot-commit"), "{text}");
+    assert_eq!(fake.requests(), ["GET /api/v1/compose/types"]);
 }
 
 // ---- bad inputs: each a clear error ----
@@ -299,7 +421,7 @@ fn v2_composes_on_v1s_commit_and_only_v2_goes_stale_when_its_packages_change() {
     };
     assert_eq!(row("compose.json ostree-commit"), v2.output_digest);
     assert_eq!(row("compose.json ref"), "rhel/8/x86_64/edge");
-    assert_eq!(row("compose.json ostree-version"), "0.0.2");
+    assert_eq!(row("compose.json ostree-version"), fake_weldr::OS_VERSION);
     assert_eq!(row("parent"), v1.output_digest);
     assert_eq!(row("backend"), format!("weldr ({})", composes[1].id));
 
@@ -451,6 +573,8 @@ fn fast_config(socket: &Path) -> WeldrConfig {
         retry_backoff: Duration::from_millis(20),
         poll_interval: Duration::from_millis(5),
         compose_timeout: Duration::from_secs(30),
+        compose_post_timeout: Duration::from_secs(10),
+        compose_post_grace: Duration::from_secs(5),
         state_dir: None,
     }
 }

@@ -4,19 +4,34 @@
 //! request per connection, `Content-Length` or chunked bodies), so no HTTP
 //! crate with unix-socket support is needed.
 //!
-//! A compose: push the blueprint (`POST /api/v1/blueprints/new`, TOML),
-//! depsolve it (`GET /api/v1/blueprints/depsolve/NAME`: the resolved NEVRAs
-//! are recorded with the artifact; composer is not hermetic, so keys cannot
-//! include them up front and a drift shows in `image info`), adopt an
-//! existing compose of the same blueprint name and version from the queue or
-//! the finished list (so a killed `xtask` picks up its compose instead of
-//! starting another), else start one (`POST /api/v1/compose`, `edge-commit`
-//! with `ostree: {ref, parent, url}`), poll its status until FINISHED or
-//! FAILED (bounded), download the tarball streaming with sha256 computed on
-//! the way, and read the commit id from its `compose.json`. On FAILED the
+//! A compose: check that composer offers `edge-commit`
+//! (`GET /api/v1/compose/types`; Fedora calls it `iot-commit`), push the
+//! blueprint (`POST /api/v1/blueprints/new`, TOML; composer raises the patch
+//! version when the pushed version equals the stored one, so the version a
+//! compose reports may be higher than the blueprint's), depsolve it (`GET
+//! /api/v1/blueprints/depsolve/NAME`: an early, clear error for a package
+//! that does not resolve), then adopt a compose only when it is provably the
+//! same request, else start one (`POST /api/v1/compose`, `edge-commit` with
+//! `ostree: {ref, parent, url}`), poll its status until FINISHED or FAILED
+//! (bounded), download the tarball streaming with sha256 computed on the
+//! way, read the commit id from its `compose.json`, and record the packages
+//! the commit holds (`GET /api/v1/compose/info/UUID`'s `deps.packages`, not
+//! the depsolve of the blueprint against the host's repos). On FAILED the
 //! logs (`GET /api/v1/compose/logs/UUID`, a tar) are fetched and their tail
 //! shown. Requests that time out (composer answers slowly while it builds its
 //! metadata cache) are retried with backoff, a bounded number of times.
+//!
+//! Adoption (so a killed `xtask` picks its compose up instead of starting
+//! another) never goes by blueprint name and version: composer's compose
+//! entries carry neither the content nor the ostree options. Before the
+//! POST the client records its intent (a digest of the blueprint's content
+//! and the ostree options, and the time); once composer answers, the UUID.
+//! A compose is adopted when its UUID is recorded for the same digest, or
+//! when it appeared after an unanswered intent of the same digest and its
+//! `compose/info` blueprint is the request's (the version aside). A POST is
+//! never sent twice blindly: composer depsolves and looks the parent up
+//! inside that request and may queue the compose after the client gave up,
+//! so a POST that times out is followed by watching the queue for it.
 
 use std::{
     collections::BTreeMap,
@@ -52,6 +67,12 @@ pub struct WeldrConfig {
     /// Give up waiting for a compose after this long (it keeps running in
     /// composer; the next run adopts it).
     pub compose_timeout: Duration,
+    /// How long `POST /api/v1/compose` may take: composer depsolves and
+    /// fetches the parent inside the request, minutes on a cold cache.
+    pub compose_post_timeout: Duration,
+    /// After a POST that timed out, how long to watch the queue for the
+    /// compose composer may still queue.
+    pub compose_post_grace: Duration,
     /// Where the client records the composes it started (UUID, ref, parent),
     /// so adoption can tell its own composes apart. `None`: no record.
     pub state_dir: Option<PathBuf>,
@@ -98,15 +119,19 @@ pub struct ComposeEntry {
     pub job_finished: Option<f64>,
 }
 
-/// What this client remembers about a compose it started.
+/// What this client remembers about a compose it asked for: written before
+/// the POST (no UUID yet: an intent), completed with the UUID composer gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StartedRecord {
+    /// Empty while composer has not answered the POST.
     uuid: String,
     image: String,
     blueprint: String,
-    version: String,
+    /// `request_digest`: the blueprint's content and the ostree options.
+    digest: String,
     ostree: OstreeOptions,
-    started_unix: u64,
+    /// When the POST was sent (seconds since the epoch).
+    sent_unix: f64,
 }
 
 /// Why a request failed, for the callers that branch on it.
@@ -134,6 +159,8 @@ impl Default for WeldrConfig {
             retry_backoff: Duration::from_secs(5),
             poll_interval: Duration::from_secs(10),
             compose_timeout: Duration::from_secs(3 * 3600),
+            compose_post_timeout: Duration::from_secs(15 * 60),
+            compose_post_grace: Duration::from_secs(5 * 60),
             state_dir: None,
         }
     }
@@ -183,12 +210,14 @@ impl ComposeBackend for WeldrComposer {
         let client = WeldrClient::new(self.config.clone());
         let what = format!("image `{}` (blueprint {} {})", request.image, blueprint.name, blueprint.version);
 
+        client.check_compose_type().with_context(|| format!("{what}: asking composer for its image types"))?;
         client.push_blueprint(&blueprint).with_context(|| format!("{what}: pushing the blueprint"))?;
-        let packages = client.depsolve(&blueprint.name).with_context(|| format!("{what}: depsolving"))?;
-        progress.note(&format!("{what}: {} packages after depsolve", packages.len()));
+        let depsolved = client.depsolve(&blueprint.name).with_context(|| format!("{what}: depsolving"))?;
+        progress.note(&format!("{what}: {} packages after depsolve", depsolved.len()));
 
+        let digest = request_digest(&blueprint, &ostree);
         let uuid = match client
-            .find_existing(&blueprint, &ostree)
+            .find_adoptable(&blueprint, &digest)
             .with_context(|| format!("{what}: reading the queue"))?
         {
             Some(entry) => {
@@ -220,6 +249,12 @@ impl ComposeBackend for WeldrComposer {
             .filter(|commit| is_commit_id(commit))
             .with_context(|| format!("{what}: compose.json in {} has no valid `ostree-commit`", tarball.display()))?
             .to_string();
+        let packages = match client.compose_packages(&uuid) {
+            Ok(packages) if !packages.is_empty() => packages,
+            // Composer may keep no package list for a compose.
+            Ok(_) => depsolved,
+            Err(err) => return Err(err.context(format!("{what}: reading compose {uuid}'s info"))),
+        };
         Ok(ComposeResult { tarball, commit, tarball_sha256, compose_json, backend_id: uuid, packages })
     }
 }
@@ -332,34 +367,75 @@ impl WeldrClient {
         Ok(entries)
     }
 
-    /// A waiting, running or finished edge-commit compose of this blueprint
-    /// name and version that is not known to be for other ostree options;
-    /// the newest when there are several.
-    pub fn find_existing(&self, blueprint: &Blueprint, ostree: &OstreeOptions) -> anyhow::Result<Option<ComposeEntry>> {
-        let records = self.load_records();
-        let mut candidates: Vec<ComposeEntry> = self
-            .composes()?
-            .into_iter()
-            .filter(|entry| {
-                entry.blueprint == blueprint.name
-                    && entry.version == blueprint.version
-                    && entry.compose_type == "edge-commit"
+    /// `GET /api/v1/compose/types`: refuses early when composer has no
+    /// enabled `edge-commit` (Fedora's is `iot-commit`; no worker for the
+    /// architecture shows here too).
+    pub fn check_compose_type(&self) -> anyhow::Result<()> {
+        let reply = self.get_json("/api/v1/compose/types")?;
+        let types: Vec<(String, bool)> = reply
+            .get("types")
+            .and_then(Value::as_array)
+            .map(|types| {
+                types
+                    .iter()
+                    .filter_map(|it| {
+                        let name = it.get("name").and_then(Value::as_str)?;
+                        Some((name.to_string(), it.get("enabled").and_then(Value::as_bool).unwrap_or(false)))
+                    })
+                    .collect()
             })
-            .filter(|entry| match records.iter().find(|record| record.uuid == entry.id) {
-                Some(record) => &record.ostree == ostree,
-                // Not started by this store (or the record was lost when the
-                // process was killed right after starting it): same blueprint
-                // version, so the same content.
-                None => true,
-            })
-            .collect();
-        candidates.sort_by(|a, b| a.job_created.total_cmp(&b.job_created));
-        Ok(candidates.pop())
+            .unwrap_or_default();
+        if types.iter().any(|(name, enabled)| name == COMPOSE_TYPE && *enabled) {
+            return Ok(());
+        }
+        let offered: Vec<&str> = types.iter().filter(|(_, enabled)| *enabled).map(|(name, _)| name.as_str()).collect();
+        let hint = if offered.contains(&"iot-commit") {
+            " (this composer builds Fedora: its edge image is `iot-commit`, which edgelab does not drive)"
+        } else {
+            ""
+        };
+        bail!("composer offers no `{COMPOSE_TYPE}` image type; it offers: {}{hint}", offered.join(", "))
     }
 
-    /// `POST /api/v1/compose`; returns the compose UUID. A start that times
-    /// out is not blindly repeated: composer may have queued it, so the queue
-    /// is read again first.
+    /// A compose that is provably this request (module docs): recorded for
+    /// the same digest, or appeared after an unanswered intent of the same
+    /// digest with this blueprint's content. Failed composes are not taken.
+    pub fn find_adoptable(&self, blueprint: &Blueprint, digest: &str) -> anyhow::Result<Option<ComposeEntry>> {
+        let records = self.load_records();
+        if !records.iter().any(|record| record.digest == digest) {
+            return Ok(None);
+        }
+        let composes = self.composes()?;
+        let mut recorded: Vec<&ComposeEntry> = composes
+            .iter()
+            .filter(|entry| records.iter().any(|record| record.uuid == entry.id && record.digest == digest))
+            .collect();
+        recorded.sort_by(|a, b| a.job_created.total_cmp(&b.job_created));
+        if let Some(entry) = recorded.pop() {
+            return Ok(Some(entry.clone()));
+        }
+        let Some(intent) = records.iter().rev().find(|record| record.uuid.is_empty() && record.digest == digest) else {
+            return Ok(None);
+        };
+        for entry in composes.iter().rev() {
+            let unclaimed = !records.iter().any(|record| record.uuid == entry.id);
+            let after = entry.job_created + 2.0 >= intent.sent_unix;
+            if entry.blueprint == blueprint.name
+                && entry.compose_type == COMPOSE_TYPE
+                && unclaimed
+                && after
+                && self.compose_blueprint(&entry.id)?.is_some_and(|theirs| same_content(&theirs, blueprint))
+            {
+                self.complete_record(intent, &entry.id);
+                return Ok(Some(entry.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `POST /api/v1/compose`; returns the compose UUID. The intent is
+    /// recorded first; a POST that times out is never repeated: the queue
+    /// is watched for the compose composer may still queue.
     pub fn start_compose(
         &self,
         request: &ComposeRequest,
@@ -368,7 +444,7 @@ impl WeldrClient {
     ) -> anyhow::Result<String> {
         let mut body = json!({
             "blueprint_name": blueprint.name,
-            "compose_type": "edge-commit",
+            "compose_type": COMPOSE_TYPE,
             "branch": "master",
             "ostree": ostree,
         });
@@ -376,21 +452,30 @@ impl WeldrClient {
             body["ostree"] = json!({ "ref": ostree.ostree_ref });
         }
         let body = serde_json::to_vec(&body)?;
-        let mut attempt = 1;
-        let reply = loop {
-            match self.request_once("POST", "/api/v1/compose", Some(("application/json", &body))) {
-                Ok(response) => break read_json(response, "POST /api/v1/compose")?,
-                Err(RequestError::Failed(err)) => return Err(err),
-                Err(RequestError::TimedOut(why)) => {
-                    if let Some(entry) = self.find_existing(blueprint, ostree)? {
-                        self.record(request, blueprint, ostree, &entry.id);
+        let intent = self.record_intent(request, blueprint, ostree);
+        let post = self.request_once_within(
+            "POST",
+            "/api/v1/compose",
+            Some(("application/json", &body)),
+            self.config.compose_post_timeout,
+        );
+        let reply = match post {
+            Ok(response) => read_json(response, "POST /api/v1/compose")?,
+            Err(RequestError::Failed(err)) => return Err(err),
+            Err(RequestError::TimedOut(why)) => {
+                let started = Instant::now();
+                loop {
+                    if let Some(entry) = self.find_adoptable(blueprint, &intent.digest)? {
                         return Ok(entry.id);
                     }
-                    if attempt >= self.config.max_attempts {
-                        bail!("composer did not answer POST /api/v1/compose after {attempt} attempts: {why}");
+                    if started.elapsed() >= self.config.compose_post_grace {
+                        bail!(
+                            "{why}, and no compose of this request appeared within {:?}; composer may still queue it \
+                             (it depsolves inside the request): the next run adopts it instead of starting another",
+                            self.config.compose_post_grace
+                        );
                     }
-                    std::thread::sleep(self.backoff(attempt));
-                    attempt += 1;
+                    std::thread::sleep(self.config.poll_interval);
                 }
             }
         };
@@ -402,8 +487,28 @@ impl WeldrClient {
             .and_then(Value::as_str)
             .with_context(|| format!("composer's compose answer has no build_id: {reply}"))?
             .to_string();
-        self.record(request, blueprint, ostree, &uuid);
+        self.complete_record(&intent, &uuid);
         Ok(uuid)
+    }
+
+    /// `GET /api/v1/compose/info/UUID`'s `blueprint`: what the compose was
+    /// built from (`None` when composer does not know the compose).
+    pub fn compose_blueprint(&self, uuid: &str) -> anyhow::Result<Option<Blueprint>> {
+        let reply = self.get_json(&format!("/api/v1/compose/info/{uuid}"))?;
+        Ok(reply.get("blueprint").cloned().and_then(|value| serde_json::from_value(value).ok()))
+    }
+
+    /// `GET /api/v1/compose/info/UUID`'s `deps.packages`: the packages in the
+    /// commit, as sorted NEVRAs.
+    pub fn compose_packages(&self, uuid: &str) -> anyhow::Result<Vec<String>> {
+        let reply = self.get_json(&format!("/api/v1/compose/info/{uuid}"))?;
+        let mut nevras: Vec<String> = reply
+            .pointer("/deps/packages")
+            .and_then(Value::as_array)
+            .map(|packages| packages.iter().map(nevra).collect())
+            .unwrap_or_default();
+        nevras.sort();
+        Ok(nevras)
     }
 
     /// `GET /api/v1/compose/status/UUID`.
@@ -536,16 +641,26 @@ impl WeldrClient {
     }
 
     fn request_once(&self, method: &str, path: &str, body: Option<(&str, &[u8])>) -> Result<Response, RequestError> {
+        self.request_once_within(method, path, body, self.config.request_timeout)
+    }
+
+    fn request_once_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+        within: Duration,
+    ) -> Result<Response, RequestError> {
         let socket = &self.config.socket;
         let stream = UnixStream::connect(socket).map_err(|err| RequestError::Failed(connect_error(socket, err)))?;
-        let timeout = Some(self.config.request_timeout);
+        let timeout = Some(within);
         stream
             .set_read_timeout(timeout)
             .and_then(|()| stream.set_write_timeout(timeout))
             .map_err(|err| RequestError::Failed(err.into()))?;
         let io_error = |err: io::Error| match err.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                RequestError::TimedOut(format!("no answer to {method} {path} within {:?}", self.config.request_timeout))
+                RequestError::TimedOut(format!("no answer to {method} {path} within {within:?}"))
             }
             _ => RequestError::Failed(anyhow::anyhow!("{method} {path} on {}: {err}", socket.display())),
         };
@@ -597,31 +712,71 @@ impl WeldrClient {
             .unwrap_or_default()
     }
 
-    /// Remembers a started compose; losing this record only makes adoption
-    /// less picky, so a failure to write it is not an error.
-    fn record(&self, request: &ComposeRequest, blueprint: &Blueprint, ostree: &OstreeOptions, uuid: &str) {
+    /// Records the intent to start a compose, before the POST.
+    fn record_intent(&self, request: &ComposeRequest, blueprint: &Blueprint, ostree: &OstreeOptions) -> StartedRecord {
+        let intent = StartedRecord {
+            uuid: String::new(),
+            image: request.image.clone(),
+            blueprint: blueprint.name.clone(),
+            digest: request_digest(blueprint, ostree),
+            ostree: ostree.clone(),
+            sent_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        };
+        let mut records = self.load_records();
+        records.retain(|record| !(record.uuid.is_empty() && record.digest == intent.digest));
+        records.push(intent.clone());
+        self.save_records(&records);
+        intent
+    }
+
+    /// The intent's compose is `uuid`.
+    fn complete_record(&self, intent: &StartedRecord, uuid: &str) {
+        let mut records = self.load_records();
+        records.retain(|record| record.uuid != uuid && !(record.uuid.is_empty() && record.digest == intent.digest));
+        records.push(StartedRecord { uuid: uuid.to_string(), ..intent.clone() });
+        self.save_records(&records);
+    }
+
+    /// Losing a record only means a compose is started again rather than
+    /// adopted, so a failure to write is a warning, not an error.
+    fn save_records(&self, records: &[StartedRecord]) {
         let Some(dir) = &self.config.state_dir else {
             return;
         };
-        let mut records = self.load_records();
-        records.retain(|record| record.uuid != uuid);
-        records.push(StartedRecord {
-            uuid: uuid.to_string(),
-            image: request.image.clone(),
-            blueprint: blueprint.name.clone(),
-            version: blueprint.version.clone(),
-            ostree: ostree.clone(),
-            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        });
         let path = dir.join("composes.json");
         let tmp = dir.join(format!("composes.json.tmp.{}", std::process::id()));
         let written = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(&records).unwrap_or_default()))
+            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(records).unwrap_or_default()))
             .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(err) = written {
-            tracing::warn!("could not record compose {uuid} in {}: {err}", path.display());
+            tracing::warn!("could not record composes in {}: {err}", path.display());
         }
     }
+}
+
+/// The one image type edgelab composes.
+const COMPOSE_TYPE: &str = "edge-commit";
+
+/// What makes two compose requests the same: the blueprint's content (its
+/// version aside, which composer may raise) and the ostree options.
+fn request_digest(blueprint: &Blueprint, ostree: &OstreeOptions) -> String {
+    let mut content = blueprint.clone();
+    content.version = String::new();
+    let text = serde_json::to_vec(&json!({ "blueprint": content, "ostree": ostree, "type": COMPOSE_TYPE }))
+        .unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(text)))
+}
+
+/// Whether composer's copy of a blueprint (`compose/info`) has `ours`'s
+/// content; the version aside, an empty distro the same as none.
+fn same_content(theirs: &Blueprint, ours: &Blueprint) -> bool {
+    let normal = |blueprint: &Blueprint| {
+        let mut blueprint = blueprint.clone();
+        blueprint.version = String::new();
+        blueprint.distro = blueprint.distro.filter(|distro| !distro.is_empty());
+        blueprint
+    };
+    normal(theirs) == normal(ours)
 }
 
 /// Decodes `Transfer-Encoding: chunked`.

@@ -1,26 +1,28 @@
 //! A FAKE osbuild-composer, for tests only: osbuild-composer cannot run on
 //! this machine (it needs RHEL/Fedora repositories and osbuild), so this
 //! stands in for it. It follows the Weldr API v1 as osbuild-composer
-//! implements it (the API inherited from lorax-composer; routes in
-//! osbuild-composer's `internal/weldr/api.go`, bodies in `json.go`, the
-//! "Weldr API" section of osbuild.org's developer guide), over a unix socket
-//! like `/run/weldr/api.socket`:
+//! implements it (the API inherited from lorax-composer), over a unix socket
+//! like `/run/weldr/api.socket`. Each route, checked against composer's
+//! source (osbuild-composer `internal/weldr/api.go` handlers, `json.go`
+//! bodies, `internal/store/store.go`):
 //!
-//! - `GET /api/status`
-//! - `POST /api/v1/blueprints/new` (`Content-Type: text/x-toml`) -> `{"status": true}`
-//! - `GET /api/v1/blueprints/depsolve/NAME` -> `{"blueprints": [{"blueprint", "dependencies": [{name, epoch, version, release, arch}]}], "errors": []}`
-//! - `POST /api/v1/compose` (`application/json`: `blueprint_name`, `compose_type`,
-//!   `branch`, `ostree: {ref, parent, url}`) -> `{"build_id", "status": true, "warnings": []}`
-//! - `GET /api/v1/compose/status/UUID` -> `{"uuids": [entry]}`, where an entry is
-//!   `{id, blueprint, version, compose_type, image_size, queue_status, job_created, job_started, job_finished}`
-//!   and `queue_status` is WAITING, RUNNING, FINISHED or FAILED
-//! - `GET /api/v1/compose/queue` -> `{"new": [...], "run": [...]}`;
-//!   `/finished` -> `{"finished": [...]}`; `/failed` -> `{"failed": [...]}`
-//! - `GET /api/v1/compose/image/UUID` -> the tarball, `Content-Disposition:
-//!   attachment; filename=UUID-commit.tar`; 400 `BuildInWrongState` before FINISHED
-//! - `GET /api/v1/compose/logs/UUID` -> a tar holding `logs/osbuild.log`
-//!   (served chunked, as composer does for bodies of unknown length)
-//! - errors: `{"status": false, "errors": [{"id", "msg"}]}` with HTTP 400/404
+//! | route | checked against | what the fake does |
+//! |---|---|---|
+//! | `GET /api/status` | `statusHandler` | the same fields |
+//! | `GET /api/v1/compose/types` | `composeTypesHandler` | `{"types": [{name, enabled}]}`; the set is configurable (a Fedora composer's `iot-commit`, none enabled without a worker) |
+//! | `POST /api/v1/blueprints/new` | `blueprintsNewHandler`, `store.PushBlueprint` | TOML only; **the patch version is raised when the pushed version equals the stored one** (`BumpVersion`), even for the same content |
+//! | `GET /api/v1/blueprints/depsolve/NAME` | `blueprintsDepsolveHandler` | `{"blueprints": [{"blueprint", "dependencies": [{name, epoch, version, release, arch}]}], "errors": []}` |
+//! | `POST /api/v1/compose` | `composeHandler` | `{"build_id", "status": true, "warnings": []}`; **depsolve and the parent lookup run inside the request** (`post_delay`), and the compose is queued even when the client has gone |
+//! | `GET /api/v1/compose/status/UUID` | `composeStatusHandler` | `{"uuids": [entry]}`, entry `{id, blueprint, version, compose_type, image_size, queue_status, job_created, job_started, job_finished}` |
+//! | `GET /api/v1/compose/info/UUID` | `composeInfoHandler` | `{id, config, blueprint, commit, deps: {packages}, compose_type, queue_status, image_size}`; the packages are the commit's (more than the blueprint's depsolve: the kernel and ostree come with the image type) |
+//! | `GET /api/v1/compose/queue`, `/finished`, `/failed` | `composeQueueHandler`, `composeFinishedHandler`, `composeFailedHandler` | `{"new", "run"}`, `{"finished"}`, `{"failed"}` |
+//! | `GET /api/v1/compose/image/UUID` | `composeImageHandler` | the tarball, `Content-Disposition: attachment; filename=UUID-commit.tar`; 400 `BuildInWrongState` before FINISHED |
+//! | `GET /api/v1/compose/logs/UUID` | `composeLogsHandler` | a tar holding `logs/osbuild.log`, chunked |
+//! | `DELETE /api/v1/compose/delete/UUIDS` | `composeDeleteHandler` | `{"uuids": [{uuid, status}], "errors": []}` for FINISHED or FAILED composes |
+//! | errors | `statusResponseError` | `{"status": false, "errors": [{"id", "msg"}]}` with HTTP 400/404 |
+//!
+//! `compose.json`'s `ostree-version` is the distro's OS version (`8.6`), as
+//! composer sets it for edge-commit, not the blueprint's version.
 //!
 //! What it does NOT do: depsolve for real (each package resolves to
 //! `NAME-1.0-1.el8.x86_64`, plus a fixed base set) or fetch the parent from
@@ -57,11 +59,25 @@ pub struct FakeConfig {
     pub running_polls: u32,
     pub fail_composes: bool,
     pub first_response_delay: Option<Duration>,
+    /// How long `POST /compose` works before it answers (depsolve, parent).
+    pub post_delay: Option<Duration>,
+    /// `compose/types`: name and whether it is enabled.
+    pub types: Vec<(&'static str, bool)>,
 }
+
+/// The OS version composer writes as `ostree-version`.
+pub const OS_VERSION: &str = "8.6";
 
 impl Default for FakeConfig {
     fn default() -> FakeConfig {
-        FakeConfig { waiting_polls: 1, running_polls: 1, fail_composes: false, first_response_delay: None }
+        FakeConfig {
+            waiting_polls: 1,
+            running_polls: 1,
+            fail_composes: false,
+            first_response_delay: None,
+            post_delay: None,
+            types: vec![("edge-commit", true), ("edge-container", true), ("edge-installer", true), ("qcow2", true)],
+        }
     }
 }
 
@@ -240,7 +256,20 @@ fn route(request: &Request, state: &Arc<Mutex<State>>) -> Reply {
         ),
         ("POST", ["api", "v1", "blueprints", "new"]) => push_blueprint(request, state),
         ("GET", ["api", "v1", "blueprints", "depsolve", name]) => depsolve(name, state),
+        ("GET", ["api", "v1", "compose", "types"]) => {
+            let types: Vec<Value> = state
+                .lock()
+                .unwrap()
+                .config
+                .types
+                .iter()
+                .map(|(name, enabled)| json!({"name": name, "enabled": enabled}))
+                .collect();
+            json_reply(200, json!({ "types": types }))
+        }
         ("POST", ["api", "v1", "compose"]) => start_compose(request, state),
+        ("GET", ["api", "v1", "compose", "info", uuid]) => compose_info(uuid, state),
+        ("DELETE", ["api", "v1", "compose", "delete", uuids]) => delete_composes(uuids, state),
         ("GET", ["api", "v1", "compose", "status", uuid]) => compose_status(uuid, state),
         ("GET", ["api", "v1", "compose", "queue"]) => {
             let state = state.lock().unwrap();
@@ -270,7 +299,27 @@ fn push_blueprint(request: &Request, state: &Mutex<State>) -> Reply {
     let Some(name) = value.get("name").and_then(toml::Value::as_str) else {
         return error_reply(400, "InvalidChars", "Invalid characters in API path");
     };
-    state.lock().unwrap().blueprints.insert(name.to_string(), text.clone());
+    let mut state = state.lock().unwrap();
+    // store.PushBlueprint: the same version as the stored one is raised.
+    let mut text = text;
+    let stored_version = state
+        .blueprints
+        .get(name)
+        .and_then(|stored| toml::from_str::<toml::Value>(stored).ok())
+        .and_then(|stored| stored.get("version").and_then(toml::Value::as_str).map(str::to_string));
+    let version = value.get("version").and_then(toml::Value::as_str).unwrap_or("").to_string();
+    if let Some(stored) = stored_version
+        && (version.is_empty() || version == stored)
+    {
+        let mut parts: Vec<u64> = stored.split('.').filter_map(|part| part.parse().ok()).collect();
+        if parts.len() == 3 {
+            parts[2] += 1;
+            let mut bumped = value.clone();
+            bumped["version"] = toml::Value::String(format!("{}.{}.{}", parts[0], parts[1], parts[2]));
+            text = toml::to_string(&bumped).unwrap();
+        }
+    }
+    state.blueprints.insert(name.to_string(), text);
     json_reply(200, json!({"status": true}))
 }
 
@@ -297,6 +346,12 @@ fn start_compose(request: &Request, shared: &Arc<Mutex<State>>) -> Reply {
     let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
         return error_reply(404, "HTTPError", "Not Found");
     };
+    // Composer depsolves and resolves the parent inside the request; the
+    // compose is queued at the end whether or not the client still waits.
+    let delay = state.lock().unwrap().config.post_delay;
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
     let mut state = state.lock().unwrap();
     state.n_compose_posts += 1;
     let name = body.get("blueprint_name").and_then(Value::as_str).unwrap_or("").to_string();
@@ -345,6 +400,53 @@ fn start_compose(request: &Request, shared: &Arc<Mutex<State>>) -> Reply {
         }
     });
     json_reply(200, json!({"build_id": id, "status": true, "warnings": []}))
+}
+
+fn compose_info(uuid: &str, state: &Mutex<State>) -> Reply {
+    let state = state.lock().unwrap();
+    let Some(compose) = state.composes.iter().find(|compose| compose.id == uuid) else {
+        return error_reply(400, "UnknownUUID", &format!("{uuid} is not a valid build uuid"));
+    };
+    let value: toml::Value = toml::from_str(&compose.blueprint_toml).expect("stored blueprints parse");
+    // The commit's packages: the depsolve of the blueprint plus what the
+    // image type brings.
+    let mut packages = dependencies(&value);
+    for name in ["kernel", "ostree"] {
+        packages.push(json!({"name": name, "epoch": 0, "version": "4.18.0", "release": "372.el8", "arch": "x86_64"}));
+    }
+    packages.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json_reply(
+        200,
+        json!({
+            "id": compose.id,
+            "config": "",
+            "blueprint": blueprint_json(&value),
+            "commit": "",
+            "deps": {"packages": packages},
+            "compose_type": "edge-commit",
+            "queue_status": compose.state,
+            "image_size": 0,
+        }),
+    )
+}
+
+fn delete_composes(uuids: &str, state: &Mutex<State>) -> Reply {
+    let mut state = state.lock().unwrap();
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for uuid in uuids.split(',') {
+        match state.composes.iter().position(|compose| compose.id == uuid) {
+            Some(at) if matches!(state.composes[at].state, "FINISHED" | "FAILED") => {
+                state.composes.remove(at);
+                deleted.push(json!({"uuid": uuid, "status": true}));
+            }
+            Some(_) => errors.push(
+                json!({"id": "BuildInWrongState", "msg": format!("Compose {uuid} is not in FINISHED or FAILED.")}),
+            ),
+            None => errors.push(json!({"id": "UnknownUUID", "msg": format!("compose {uuid} doesn't exist")})),
+        }
+    }
+    json_reply(200, json!({"uuids": deleted, "errors": errors}))
 }
 
 fn compose_status(uuid: &str, state: &Mutex<State>) -> Reply {
@@ -454,7 +556,7 @@ fn build_commit(dir: &Path, compose: &FakeCompose) -> (PathBuf, String) {
         .arg(format!("--repo={}", repo.display()))
         .arg(format!("--branch={ostree_ref}"))
         .arg(format!("--tree=dir={}", tree.display()))
-        .arg(format!("--add-metadata-string=version={}", compose.version))
+        .arg(format!("--add-metadata-string=version={OS_VERSION}"))
         .arg(format!("--subject=fake composer: {} {}", compose.blueprint, compose.version));
     if parent.len() == 64 {
         commit = commit.arg(format!("--parent={parent}"));
@@ -469,7 +571,7 @@ fn build_commit(dir: &Path, compose: &FakeCompose) -> (PathBuf, String) {
         "ostree-n-cache-hits": 0,
         "ostree-content-bytes-written": compose.blueprint_toml.len(),
         "ostree-commit": commit_id,
-        "ostree-version": compose.version,
+        "ostree-version": OS_VERSION,
         "ostree-timestamp": "2026-01-01T00:00:00Z",
         "rpm-ostree-inputhash": hex::encode(Sha256::digest(compose.blueprint_toml.as_bytes())),
     });

@@ -145,6 +145,8 @@ fn changing_only_the_backups_priority_changes_only_the_backup() {
         std::fs::read_to_string(tmp.path().join(which).join(guest).join(format!("{guest}.ks"))).unwrap()
     };
     assert_eq!(read("before", "edge-device-1"), read("after", "edge-device-1"));
+    // Root's only key is the lab's check key; validated by ksvalidator with the rest.
+    assert!(read("before", "edge-device-1").contains("\nsshkey --username=root \"ssh-ed25519 "));
     assert_ne!(read("before", "edge-device-2"), read("after", "edge-device-2"));
     assert_eq!(digests[&("before", "edge-device-1")], digests[&("after", "edge-device-1")]);
 
@@ -290,7 +292,21 @@ fn demo_lab(boot_iso: Option<PathBuf>) -> Lab {
         lab.boot_iso = Some(BootIso { file });
     }
     lab.package_map.clear();
+    lab.check_key = Some(check_key());
     lab
+}
+
+/// One check key for every lab of this test binary, as one store has one.
+fn check_key() -> PathBuf {
+    static KEY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    let (_, public) = KEY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("lab_ed25519");
+        tools::ssh::keygen(&private, "edgelab test").unwrap();
+        let public = dir.path().join("lab_ed25519.pub");
+        (dir, public)
+    });
+    public.clone()
 }
 
 fn guest_name(name: &str) -> &'static str {

@@ -288,6 +288,26 @@ fn a_remote_libvirt_host_is_driven_through_its_uri() {
 }
 
 #[test]
+fn the_ssh_channel_finds_a_dhcp_guest_by_its_lease() {
+    let world = World::new();
+    world.up("edge-device-1", false).unwrap();
+    let virsh = edgelab::tools::virsh::Virsh::new(&world.lab.libvirt_uri);
+    // No lease yet: the channel says so instead of guessing.
+    assert_eq!(virsh.domifaddr("edge-device-1").unwrap(), None);
+    let channel = edgelab::guests::channel::SshChannel::for_libvirt(&world.lab, &world.store).unwrap();
+    let err = edgelab::guests::channel::GuestChannel::run(&channel, "edge-device-1", "true", Duration::from_secs(5))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("has no address yet"), "{err:#}");
+    std::fs::write(world.state.join("domains/edge-device-1/address"), "192.168.122.57").unwrap();
+    assert_eq!(virsh.domifaddr("edge-device-1").unwrap().as_deref(), Some("192.168.122.57"));
+    assert!(virsh.domifaddr("edge-device-9").is_err());
+    // The lab's key was made for the channel, in the store, and the
+    // kickstart gives it to root.
+    let key = edgelab::guests::channel::lab_key(&world.store, &world.lab.name).unwrap();
+    assert!(key.private.starts_with(world.dir.join("store")));
+}
+
+#[test]
 fn a_libvirt_uri_that_is_not_qemus_is_refused_in_the_lab_file() {
     let world = World::new();
     let text = std::fs::read_to_string(&world.lab_file).unwrap() + "libvirt uri=\"xen:///system\"\n";

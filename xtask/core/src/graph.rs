@@ -375,16 +375,12 @@ pub fn build(lab: &Lab) -> Graph {
             // Rendered files are validated with the real tools; `systemd-analyze
             // verify` needs the podman the units start, keepalived's check a
             // private network namespace with the guest's interface.
-            tools: vec![
-                "ksvalidator",
-                "keepalived",
-                "unshare",
-                "ip",
-                "systemd-analyze",
-                "podman",
-                "bash",
-                "shellcheck",
-            ],
+            // In the RHEL world it also makes the lab's check key (ssh-keygen),
+            // which it installs as root's authorized key.
+            tools: ["ksvalidator", "keepalived", "unshare", "ip", "systemd-analyze", "podman", "bash", "shellcheck"]
+                .into_iter()
+                .chain((lab.backends.for_guests() == Backend::Rhel).then_some("ssh-keygen"))
+                .collect(),
             deps: BTreeMap::new(),
         });
         // The RHEL world boots guests from remastered ISOs; the local world
@@ -526,6 +522,9 @@ fn kickstart_files(lab: &Lab) -> BTreeMap<String, PathBuf> {
     )]);
     if let Some(hash_file) = &lab.kickstart.password_hash_file {
         files.insert(format!("password hash {}", file_label(hash_file)), hash_file.clone());
+    }
+    if let Some(check_key) = &lab.check_key {
+        files.insert("check key".to_string(), check_key.clone());
     }
     // Everything the kickstart writes lives as real files beside the template.
     if let Some(folder) = lab.kickstart.template.parent().and_then(|it| it.parent()) {

@@ -169,7 +169,9 @@ pub fn guest_exec(global: &Global, name: &str, timeout: u64, command: &[String])
     known_guest(&session, name)?;
     // Each word quoted: the guest's shell runs exactly this argv.
     let line = crate::tools::shell_line(command);
-    let output = guests::shell::run(&session.store, name, &line, std::time::Duration::from_secs(timeout))?;
+    // Local guests: the check shell; libvirt guests: ssh as root with the lab's key.
+    let channel = guests::channel::for_lab(&session.lab, &session.store)?;
+    let output = channel.run(name, &line, std::time::Duration::from_secs(timeout))?;
     print!("{}", output.text);
     if output.status != 0 {
         std::process::exit(output.status.clamp(1, 255));

@@ -102,6 +102,12 @@ impl Session {
             None => lab.root.join("artifacts"),
         };
         let store = Store::open(&store_root).with_context(|| format!("opening the store {}", store_root.display()))?;
+        // The RHEL world's scenarios reach guests with the lab's key, which
+        // the kickstarts install: made once per store, an input of theirs.
+        let mut lab = lab;
+        if lab.backends.for_guests() == crate::lab::Backend::Rhel {
+            lab.check_key = Some(crate::guests::channel::lab_key(&store, &lab.name)?.public_file);
+        }
         let graph = graph::build(&lab);
         Ok(Session { lab, graph, store })
     }

@@ -20,9 +20,10 @@ use crate::{
 
 /// Programs the tests run beyond the demo lab's own: the ISO stage's (the
 /// RHEL world's boot media, tested with a synthetic ISO), graphviz for
-/// `graph --format svg`, wrk for the file server's load tests.
+/// `graph --format svg`, wrk for the file server's load tests, the ssh
+/// client the RHEL world's guest channel uses (tested against a real sshd).
 const TESTED_BEYOND_THE_LAB: &[&str] =
-    &["xorriso", "mcopy", "mtype", "mformat", "implantisomd5", "checkisomd5", "dot", "wrk"];
+    &["xorriso", "mcopy", "mtype", "mformat", "implantisomd5", "checkisomd5", "dot", "wrk", "ssh", "ssh-keygen"];
 
 /// Every program the tier 1 and 2 tests run for real.
 pub fn test_programs() -> anyhow::Result<BTreeSet<&'static str>> {

@@ -146,9 +146,10 @@ impl<'a> Demo<'a> {
         }
     }
 
-    /// Runs `command` as root in `guest`.
+    /// Runs `command` as root in `guest`, through the world's channel
+    /// (`guests::channel`: the check shell, or ssh with the lab's key).
     pub fn guest_sh(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<shell::Output> {
-        shell::run(self.store(), guest, command, timeout)
+        crate::guests::channel::for_lab(self.lab(), self.store())?.run(guest, command, timeout)
     }
 
     /// Runs `command` as root in `guest` and fails unless it exits 0.

@@ -11,6 +11,7 @@
 //! its bootloader; see `launcher.rs`.
 
 pub mod boot;
+pub mod channel;
 pub mod installer;
 pub mod launcher;
 pub mod libvirt;

@@ -176,8 +176,27 @@ fn placeholder_values(ctx: &StageCtx, addresses: &Addresses) -> anyhow::Result<B
         ("OSTREE_REF", ostree_ref),
         ("USER", param_str(ctx, "user")?),
         ("PASSWORD_HASH", password_hash(ctx)?),
+        ("ROOT_SSHKEY", root_sshkey(ctx)?),
     ];
     Ok(values.into_iter().map(|(name, value)| (name.to_string(), value)).collect())
+}
+
+/// The kickstart line giving root the lab's check key (RHEL world: the
+/// scenarios' ssh channel, `guests::channel`); a comment in the local
+/// world, whose guests are checked on their serial check shell.
+fn root_sshkey(ctx: &StageCtx) -> anyhow::Result<String> {
+    if ctx.lab.backends.for_guests() != crate::lab::Backend::Rhel {
+        return Ok("# (local world: checks use the guest's serial check shell, no key)".into());
+    }
+    let Some(file) = &ctx.lab.check_key else {
+        bail!("the lab has no check key for its libvirt guests (the CLI makes one when it loads a RHEL-world lab)");
+    };
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading the check key {}", file.display()))?;
+    let key = text.trim();
+    if !key.starts_with("ssh-") || key.contains('"') || key.lines().count() != 1 {
+        bail!("{} is not one OpenSSH public key", file.display());
+    }
+    Ok(format!("sshkey --username=root \"{key}\""))
 }
 
 /// The user's crypt(3) hash from the lab's `password-hash-file`.

@@ -40,6 +40,7 @@ pub mod python;
 pub mod qemu;
 pub mod serve;
 pub mod shellcheck;
+pub mod ssh;
 pub mod systemctl;
 pub mod systemd_analyze;
 pub mod usermod;

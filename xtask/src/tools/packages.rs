@@ -34,6 +34,7 @@ pub const ALL: &[&[Program]] = &[
     super::python::PROGRAMS,
     super::qemu::PROGRAMS,
     super::shellcheck::PROGRAMS,
+    super::ssh::PROGRAMS,
     super::systemctl::PROGRAMS,
     super::systemd_analyze::PROGRAMS,
     super::usermod::PROGRAMS,
@@ -50,6 +51,14 @@ pub const TEST_ONLY: &[Program] = &[
     Program { name: "curl", debian: Some("curl"), rhel: Some("curl"), pip: None, version_args: &["--version"] },
     Program { name: "chattr", debian: Some("e2fsprogs"), rhel: Some("e2fsprogs"), pip: None, version_args: &[] },
     Program { name: "mmd", debian: Some("mtools"), rhel: Some("mtools"), pip: None, version_args: &[] },
+    // The ssh channel's test runs a real sshd in a network namespace.
+    Program {
+        name: "sshd",
+        debian: Some("openssh-server"),
+        rhel: Some("openssh-server"),
+        pip: None,
+        version_args: &[],
+    },
 ];
 
 /// The declaration of `program`, if a wrapper makes one.

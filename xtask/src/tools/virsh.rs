@@ -54,6 +54,22 @@ impl<'a> Virsh<'a> {
         Ok(self.query(&["domuuid", name])?.map(|out| out.stdout.trim().to_string()))
     }
 
+    /// The guest's IPv4 address from libvirt's DHCP lease (`virsh
+    /// domifaddr NAME`), or `None` while it has none.
+    pub fn domifaddr(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let Some(out) = self.query(&["domifaddr", name])? else {
+            anyhow::bail!("libvirt has no domain `{name}`");
+        };
+        // ` vnet0  52:54:00:6b:3c:58  ipv4  192.168.122.11/24` under a header.
+        Ok(out.stdout.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, _, "ipv4", address] => address.split('/').next().map(str::to_string),
+                _ => None,
+            }
+        }))
+    }
+
     /// `virsh start NAME`.
     pub fn start(&self, name: &str) -> anyhow::Result<()> {
         self.command()?.args(["start", name]).run()?;

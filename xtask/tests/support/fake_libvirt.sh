@@ -7,7 +7,8 @@
 #
 # It follows the documented interfaces of virt-install 4.1 (Debian bookworm's
 # virtinst; man virt-install(1), "virt-install --help") and virsh from libvirt
-# 9.0 (man virsh(1): domstate, domuuid, start, destroy, undefine, console):
+# 9.0 (man virsh(1): domstate, domuuid, domifaddr, start, destroy, undefine,
+# console):
 #
 # - virt-install: options parsed like its argparse (`--opt VALUE` or
 #   `--opt=VALUE`); an unknown option exits 2 with argparse's "unrecognized
@@ -184,7 +185,7 @@ virsh() {
         esac
     done
     case $command in
-        domstate|domuuid|start|destroy|undefine|console)
+        domstate|domuuid|domifaddr|start|destroy|undefine|console)
             [ -n "$name" ] || { echo "error: command '$command' requires <domain> option" >&2; exit 1; } ;;
         *) echo "error: unknown command: '$command'" >&2; exit 1 ;;
     esac
@@ -203,6 +204,15 @@ virsh() {
             fi
             echo "$state"; echo ;;
         domuuid) cat "$d/uuid"; echo ;;
+        domifaddr)
+            # libvirt's table; a row only while running with a lease (the
+            # test writes the lease's address to $d/address).
+            echo " Name       MAC address          Protocol     Address"
+            echo "-------------------------------------------------------------------------------"
+            if [ "$state" = running ] && [ -s "$d/address" ]; then
+                printf ' %-10s %-20s %-12s %s/24\n' vnet0 "52:54:00:6b:3c:58" ipv4 "$(cat "$d/address")"
+            fi
+            echo ;;
         start)
             if [ "$state" = running ]; then
                 echo "error: Failed to start domain '$name'" >&2

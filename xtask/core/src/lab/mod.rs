@@ -44,6 +44,11 @@ pub struct Lab {
     /// The libvirt connection of the RHEL world's guests
     /// (`qemu:///system`, or `qemu+ssh://host/system` for a remote host).
     pub libvirt_uri: String,
+    /// The public half of the lab's check key (RHEL world: the scenarios'
+    /// ssh key, root's authorized key in the kickstart). Not written in
+    /// lab.kdl: the CLI makes the key in the store and sets this; it is an
+    /// input file of the kickstarts, so a new key rebuilds them.
+    pub check_key: Option<PathBuf>,
 }
 
 /// Which world a stage runs in.

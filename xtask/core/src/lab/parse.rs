@@ -273,6 +273,7 @@ impl Parser<'_> {
             package_map,
             store,
             libvirt_uri,
+            check_key: None,
         }
     }
 

@@ -240,6 +240,13 @@ fn a_version_reused_with_new_content_is_not_adopted() {
     assert_eq!(third.backend_id, second.backend_id);
     assert_eq!(fake.n_compose_posts(), 2);
 
+    // The first compose (superseded, its tarball in the store) was deleted
+    // from composer; the current one is kept.
+    let ids: Vec<String> = fake.composes().into_iter().map(|compose| compose.id).collect();
+    assert!(!ids.contains(&first.backend_id), "{ids:?}");
+    assert!(ids.contains(&second.backend_id), "{ids:?}");
+    assert!(fake.requests().iter().any(|request| request.starts_with("DELETE /api/v1/compose/delete/")));
+
     // A compose nobody recorded is never taken for ours, even with the
     // same name, version and content.
     let unrecorded = WeldrComposer { config: fast_config(&fake.socket) };

@@ -255,6 +255,15 @@ impl ComposeBackend for WeldrComposer {
             Ok(_) => depsolved,
             Err(err) => return Err(err.context(format!("{what}: reading compose {uuid}'s info"))),
         };
+        // The tarball is in the store now: this store's older composes of
+        // the image would otherwise stay in composer's storage forever.
+        match client.prune_superseded(&request.image, &uuid) {
+            Ok(deleted) if !deleted.is_empty() => {
+                progress.note(&format!("{what}: deleted {} superseded compose(s) from composer", deleted.len()))
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("{what}: could not delete superseded composes: {err:#}"),
+        }
         Ok(ComposeResult { tarball, commit, tarball_sha256, compose_json, backend_id: uuid, packages })
     }
 }
@@ -489,6 +498,47 @@ impl WeldrClient {
             .to_string();
         self.complete_record(&intent, &uuid);
         Ok(uuid)
+    }
+
+    /// `DELETE /api/v1/compose/delete/UUIDS` for the composes this store
+    /// recorded for `image` other than `keep` that are finished or failed
+    /// (composer refuses to delete others); returns the deleted UUIDs.
+    pub fn prune_superseded(&self, image: &str, keep: &str) -> anyhow::Result<Vec<String>> {
+        let records = self.load_records();
+        let ours: Vec<&StartedRecord> = records
+            .iter()
+            .filter(|record| record.image == image && !record.uuid.is_empty() && record.uuid != keep)
+            .collect();
+        if ours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failed = self.get_json("/api/v1/compose/failed")?;
+        let finished = self.get_json("/api/v1/compose/finished")?;
+        let done: Vec<String> = [finished.get("finished"), failed.get("failed")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(|entry| entry.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let doomed: Vec<String> =
+            ours.iter().map(|record| record.uuid.clone()).filter(|uuid| done.contains(uuid)).collect();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply = self.send_json("DELETE", &format!("/api/v1/compose/delete/{}", doomed.join(",")), None)?;
+        let deleted: Vec<String> = reply
+            .get("uuids")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry.get("status").and_then(Value::as_bool) == Some(true))
+            .filter_map(|entry| entry.get("uuid").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let mut records = self.load_records();
+        records.retain(|record| !deleted.contains(&record.uuid));
+        self.save_records(&records);
+        Ok(deleted)
     }
 
     /// `GET /api/v1/compose/info/UUID`'s `blueprint`: what the compose was

@@ -394,6 +394,20 @@ impl TestLab {
             if done(&boots) {
                 return boots;
             }
+            // A launcher that ended (a zombie until the test reaps it) boots
+            // nothing more: fail now, with what it said, not after `limit`.
+            let launcher = guests::load_state(&self.guest_dir()).and_then(|state| state.launcher_pid);
+            let ended = launcher.is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            });
+            if ended {
+                panic!(
+                    "the launcher ended before it was done; boots so far:\n{boots:#?}\nlauncher:\n{}\nqemu:\n{}",
+                    std::fs::read_to_string(self.guest_dir().join("launcher.err")).unwrap_or_default(),
+                    std::fs::read_to_string(self.guest_dir().join("qemu.log")).unwrap_or_default()
+                );
+            }
             if started.elapsed() > limit {
                 panic!(
                     "not done within {limit:?}; boots so far:\n{boots:#?}\nlauncher:\n{}\nconsole:\n{}",

@@ -154,9 +154,20 @@ pub fn spawn(machine: &Machine, log: &Path) -> anyhow::Result<Child> {
 /// error. Suberror: %d" (then "emulation failure" for suberror 1) and stops
 /// the VM in the `internal-error` run state, paused, with no console output;
 /// `kvm_init` fails with "Could not access KVM kernel module: %m" and
-/// "failed to initialize kvm: %s" and qemu exits.
-pub const ACCEL_FAULTS: [&str; 4] =
-    ["KVM internal error", "emulation failure", "failed to initialize kvm", "Could not access KVM kernel module"];
+/// "failed to initialize kvm: %s" and qemu exits; `kvm_cpu_exec` ends with
+/// "error: kvm run failed %s". From `target/i386/kvm/kvm.c`: a vCPU whose
+/// MSRs the host refuses prints "error: failed to set MSR 0x%x to 0x%x" and
+/// qemu aborts on the assertion in `kvm_buf_set_msrs` (seen here: the first
+/// vCPU reset of a real guest, 0.3 s in, after the probe passed).
+pub const ACCEL_FAULTS: [&str; 7] = [
+    "KVM internal error",
+    "emulation failure",
+    "failed to initialize kvm",
+    "Could not access KVM kernel module",
+    "kvm run failed",
+    "failed to set MSR",
+    "kvm_buf_set_msrs",
+];
 
 /// The first line of qemu's own output that says its accelerator failed.
 pub fn accel_fault(qemu_output: &str) -> Option<String> {
@@ -228,6 +239,12 @@ mod tests {
         let init = "Could not access KVM kernel module: No such file or directory\n\
                     qemu-system-x86_64: failed to initialize kvm: No such file or directory";
         assert_eq!(accel_fault(init).as_deref(), Some("Could not access KVM kernel module: No such file or directory"));
+        // This machine's: qemu aborts on its first vCPU reset under KVM.
+        let msr = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n\
+                   qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion \
+                   `ret == cpu->kvm_msr_buf->nmsrs' failed.";
+        assert_eq!(accel_fault(msr).as_deref(), Some("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69"));
+        assert!(accel_fault("error: kvm run failed Bad address").is_some());
         assert_eq!(accel_fault("qemu-system-x86_64: terminating on signal 15 from pid 1"), None);
     }
 }

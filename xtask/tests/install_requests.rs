@@ -95,8 +95,22 @@ fn an_install_pulls_through_the_from_scratch_delta() {
     // detached metadata (404), which it asks for again before walking the
     // commit. The bytes are the delta plus those few small files.
     let upgrade_log = std::fs::read_to_string(tmp.path().join("upgrade.log")).unwrap();
+    // Under load, ostree 2022.7 may start walking the new commit before the
+    // superblock's inline parts are written and fetch a directory object
+    // the delta also carries (the race of ostree issue 2053, small here:
+    // seen once in five runs on 2 busy cores, one .dirtree of 2 KB). Those
+    // and only those are allowed beyond the six; a content object
+    // (.filez) fetched loose still fails, as do more than two.
+    let raced = upgrade_log
+        .lines()
+        .filter(|line| line.contains(" 200 ") && (line.ends_with(".dirtree") || line.ends_with(".dirmeta")))
+        .count() as u64;
     assert!(
-        upgrade.requests <= MAX_UPGRADE_REQUESTS
+        raced <= 2 && !upgrade_log.lines().any(|line| line.contains(" 200 ") && line.ends_with(".filez")),
+        "the upgrade fetched objects beside its delta:\n{upgrade_log}"
+    );
+    assert!(
+        upgrade.requests <= MAX_UPGRADE_REQUESTS + raced
             && upgrade.bytes_sent * 10 <= upgrade_delta * 11 + 10 * UPGRADE_METADATA_BYTES,
         "the upgrade made {} requests, {} bytes, for a {upgrade_delta}-byte delta:\n{upgrade_log}",
         upgrade.requests,

@@ -397,10 +397,7 @@ impl TestLab {
             // A launcher that ended (a zombie until the test reaps it) boots
             // nothing more: fail now, with what it said, not after `limit`.
             let launcher = guests::load_state(&self.guest_dir()).and_then(|state| state.launcher_pid);
-            let ended = launcher.is_some_and(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-            });
+            let ended = launcher.is_some_and(|pid| !edgelab::tools::process::is_alive(pid));
             if ended {
                 panic!(
                     "the launcher ended before it was done; boots so far:\n{boots:#?}\nlauncher:\n{}\nqemu:\n{}",

@@ -62,7 +62,7 @@ impl SshGuest {
         let host_key = self.dir.join("host_ed25519");
         std::fs::remove_file(&host_key).ok();
         std::fs::remove_file(self.dir.join("host_ed25519.pub")).ok();
-        run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", host_key.to_str().unwrap()]);
+        edgelab::tools::ssh::keygen(&host_key, "edgelab test sshd").unwrap();
         let config = self.dir.join("sshd_config");
         std::fs::write(
             &config,

@@ -353,25 +353,27 @@ impl WeldrClient {
             .and_then(Value::as_array)
             .and_then(|list| list.first())
             .with_context(|| format!("composer's depsolve answer has no blueprint: {reply}"))?;
-        let mut nevras: Vec<String> = entry
-            .get("dependencies")
-            .and_then(Value::as_array)
-            .map(|deps| deps.iter().map(nevra).collect())
-            .unwrap_or_default();
-        nevras.sort();
-        Ok(nevras)
+        Ok(sorted_nevras(entry.get("dependencies")))
     }
 
     /// `GET /api/v1/compose/queue` and `/finished`: every compose that is
     /// waiting, running or finished.
     pub fn composes(&self) -> anyhow::Result<Vec<ComposeEntry>> {
-        let queue = self.get_json("/api/v1/compose/queue")?;
-        let finished = self.get_json("/api/v1/compose/finished")?;
+        self.compose_lists(&[("queue", &["new", "run"]), ("finished", &["finished"])])
+    }
+
+    /// The entries of composer's compose lists: each `GET /api/v1/compose/ROUTE`
+    /// once, its lists under the given keys.
+    fn compose_lists(&self, routes: &[(&str, &[&str])]) -> anyhow::Result<Vec<ComposeEntry>> {
         let mut entries = Vec::new();
-        for list in [queue.get("new"), queue.get("run"), finished.get("finished")].into_iter().flatten() {
-            entries.extend(
-                serde_json::from_value::<Vec<ComposeEntry>>(list.clone()).context("reading composer's compose list")?,
-            );
+        for (route, keys) in routes {
+            let reply = self.get_json(&format!("/api/v1/compose/{route}"))?;
+            for list in keys.iter().filter_map(|key| reply.get(key)) {
+                entries.extend(
+                    serde_json::from_value::<Vec<ComposeEntry>>(list.clone())
+                        .context("reading composer's compose list")?,
+                );
+            }
         }
         Ok(entries)
     }
@@ -512,17 +514,12 @@ impl WeldrClient {
         if ours.is_empty() {
             return Ok(Vec::new());
         }
-        let failed = self.get_json("/api/v1/compose/failed")?;
-        let finished = self.get_json("/api/v1/compose/finished")?;
-        let done: Vec<String> = [finished.get("finished"), failed.get("failed")]
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_array)
-            .flatten()
-            .filter_map(|entry| entry.get("id").and_then(Value::as_str).map(str::to_string))
+        let done = self.compose_lists(&[("finished", &["finished"]), ("failed", &["failed"])])?;
+        let doomed: Vec<String> = ours
+            .iter()
+            .map(|record| record.uuid.clone())
+            .filter(|uuid| done.iter().any(|entry| &entry.id == uuid))
             .collect();
-        let doomed: Vec<String> =
-            ours.iter().map(|record| record.uuid.clone()).filter(|uuid| done.contains(uuid)).collect();
         if doomed.is_empty() {
             return Ok(Vec::new());
         }
@@ -544,21 +541,19 @@ impl WeldrClient {
     /// `GET /api/v1/compose/info/UUID`'s `blueprint`: what the compose was
     /// built from (`None` when composer does not know the compose).
     pub fn compose_blueprint(&self, uuid: &str) -> anyhow::Result<Option<Blueprint>> {
-        let reply = self.get_json(&format!("/api/v1/compose/info/{uuid}"))?;
+        let reply = self.compose_info(uuid)?;
         Ok(reply.get("blueprint").cloned().and_then(|value| serde_json::from_value(value).ok()))
     }
 
     /// `GET /api/v1/compose/info/UUID`'s `deps.packages`: the packages in the
     /// commit, as sorted NEVRAs.
     pub fn compose_packages(&self, uuid: &str) -> anyhow::Result<Vec<String>> {
-        let reply = self.get_json(&format!("/api/v1/compose/info/{uuid}"))?;
-        let mut nevras: Vec<String> = reply
-            .pointer("/deps/packages")
-            .and_then(Value::as_array)
-            .map(|packages| packages.iter().map(nevra).collect())
-            .unwrap_or_default();
-        nevras.sort();
-        Ok(nevras)
+        Ok(sorted_nevras(self.compose_info(uuid)?.pointer("/deps/packages")))
+    }
+
+    /// `GET /api/v1/compose/info/UUID`.
+    fn compose_info(&self, uuid: &str) -> anyhow::Result<Value> {
+        self.get_json(&format!("/api/v1/compose/info/{uuid}"))
     }
 
     /// `GET /api/v1/compose/status/UUID`.
@@ -921,6 +916,15 @@ fn describe_errors(errors: &[Value]) -> String {
 }
 
 /// `name-[epoch:]version-release.arch` of a depsolved package.
+/// A list of package objects (depsolve's `dependencies`, compose/info's
+/// `deps.packages`) as sorted NEVRAs.
+fn sorted_nevras(packages: Option<&Value>) -> Vec<String> {
+    let mut nevras: Vec<String> =
+        packages.and_then(Value::as_array).map(|packages| packages.iter().map(nevra).collect()).unwrap_or_default();
+    nevras.sort();
+    nevras
+}
+
 fn nevra(package: &Value) -> String {
     let field = |name: &str| package.get(name).and_then(Value::as_str).unwrap_or("");
     let epoch = package.get("epoch").and_then(Value::as_u64).unwrap_or(0);

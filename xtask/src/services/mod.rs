@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::{lab::Lab, store::Store};
+use crate::{lab::Lab, store::Store, tools::process};
 
 /// A service the lab runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -267,20 +267,12 @@ fn kill_and_wait(pid: u32) {
     let Ok(raw) = i32::try_from(pid) else { return };
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(raw, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if proc_stat(pid).is_none_or(|(state, _)| state == 'Z' || state == 'X') {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if process::wait_gone(pid, Duration::from_secs(5)) {
+        return;
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(raw, libc::SIGKILL) };
+    process::kill_hard(pid).ok();
     // Its sockets close when it is gone, so a restart can bind them.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X') {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    process::wait_gone(pid, Duration::from_secs(2));
 }
 
 /// A live process other than this one whose standard output is `log`: a
@@ -291,8 +283,7 @@ fn orphan_writing(log: &Path) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
         let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
         let stdout = std::fs::read_link(entry.path().join("fd/1")).ok()?;
-        let alive = proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X');
-        (pid != me && stdout == log && alive).then_some(pid)
+        (pid != me && stdout == log && process::is_alive(pid)).then_some(pid)
     })
 }
 

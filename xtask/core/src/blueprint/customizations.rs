@@ -573,7 +573,7 @@ pub(super) fn validate_customizations(
     }
     let firewall = raw.firewall.map(|firewall| firewall_of(firewall, r));
     let services = raw.services.map(|services| {
-        check_unit_names([&services.enabled, &services.disabled, &services.masked], r);
+        check_unit_names(&[&services.enabled, &services.disabled, &services.masked], r);
         check_conflicts(&services.enabled, &services.disabled, "enabled and disabled", r);
         check_conflicts(&services.enabled, &services.masked, "enabled and masked", r);
         Services {
@@ -671,15 +671,15 @@ fn firewall_of(firewall: RawFirewall, r: &mut Reporter) -> Firewall {
         }
     }
     let services = firewall.services.map(|services| {
-        check_unit_names([&services.enabled, &services.disabled, &Vec::new()], r);
+        check_unit_names(&[&services.enabled, &services.disabled], r);
         check_conflicts(&services.enabled, &services.disabled, "enabled and disabled", r);
         FirewallServices { enabled: unspanned(services.enabled), disabled: unspanned(services.disabled) }
     });
     Firewall { ports: unspanned(firewall.ports), services, zones: firewall.zones }
 }
 
-fn check_unit_names(lists: [&Vec<Spanned<String>>; 3], r: &mut Reporter) {
-    for service in lists.into_iter().flatten() {
+fn check_unit_names(lists: &[&[Spanned<String>]], r: &mut Reporter) {
+    for service in lists.iter().copied().flatten() {
         if service.get_ref().trim().is_empty() {
             r.report(service.span(), "a service has an empty name".into(), "empty", None);
         }

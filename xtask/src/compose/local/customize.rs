@@ -54,17 +54,10 @@ pub(super) fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -
                 }
             }
             "services" => {
-                for name in list(value.get("enabled")) {
-                    let name = name.as_str().unwrap_or_default();
-                    enable_service(&chroot, name, "enable")?;
-                }
-                for name in list(value.get("disabled")) {
-                    let name = name.as_str().unwrap_or_default();
-                    enable_service(&chroot, name, "disable")?;
-                }
-                for name in list(value.get("masked")) {
-                    let name = name.as_str().unwrap_or_default();
-                    enable_service(&chroot, name, "mask")?;
+                for (field, verb) in [("enabled", "enable"), ("disabled", "disable"), ("masked", "mask")] {
+                    for name in list(value.get(field)) {
+                        enable_service(&chroot, name.as_str().unwrap_or_default(), verb)?;
+                    }
                 }
             }
             "firewall" => {

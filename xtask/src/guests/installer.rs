@@ -353,8 +353,15 @@ fn write_network(network: &StaticNetwork, etc: &Path) -> anyhow::Result<()> {
         network.mac
     );
     fs::write(dir.join("10-edgelab-lab.link"), link)?;
+    // No IPv6 link-local address or router solicitation: the lab runs on
+    // IPv4 alone, and with them networkd held the link "configuring" (and
+    // network-online.target, which keepalived and the health verdict wait
+    // for) until IPv6 settled. Measured under TCG, both guests rebooting at
+    // once (`systemd-analyze blame` in the guest):
+    // systemd-networkd-wait-online 33.5 s before, 17.3 s after.
     let mut text = format!(
-        "# The guest's address on the lab segment (edgelab installer).\n[Match]\nName={GUEST_INTERFACE}\n\n[Network]\nAddress={}\n",
+        "# The guest's address on the lab segment (edgelab installer).\n[Match]\nName={GUEST_INTERFACE}\n\n[Network]\n\
+         Address={}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
         network.address
     );
     if let Some(gateway) = network.gateway {
@@ -423,4 +430,31 @@ fn clear_immutable(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What networkd reads: the NIC named by its MAC, the lab address, and
+    /// IPv4 alone (no link-local address, no router solicitation to wait on).
+    #[test]
+    fn the_lab_network_is_ipv4_alone() {
+        let etc = tempfile::tempdir().unwrap();
+        let network = StaticNetwork {
+            address: Ipv4Cidr { addr: Ipv4Addr::new(10, 88, 0, 11), prefix: 24 },
+            gateway: None,
+            mac: "52:54:00:58:00:0b".into(),
+        };
+        write_network(&network, etc.path()).unwrap();
+        let read = |name: &str| fs::read_to_string(etc.path().join("systemd/network").join(name)).unwrap();
+        let keys = |text: &str| -> Vec<String> {
+            text.lines().filter(|line| line.contains('=') && !line.starts_with('#')).map(str::to_string).collect()
+        };
+        assert_eq!(keys(&read("10-edgelab-lab.link")), ["MACAddress=52:54:00:58:00:0b", "Name=enp1s0"]);
+        assert_eq!(
+            keys(&read("10-edgelab-lab.network")),
+            ["Name=enp1s0", "Address=10.88.0.11/24", "LinkLocalAddressing=no", "IPv6AcceptRA=no"]
+        );
+    }
 }

@@ -68,9 +68,10 @@ pub struct User {
     pub password_hash: Option<String>,
 }
 
-/// The guest's address on the lab segment (systemd-networkd). The NIC with
-/// `mac` is named `enp1s0`, its name on the RHEL world's libvirt guests, so
-/// the kickstart's keepalived.conf fits both worlds.
+/// The guest's address on the lab segment, set by the guest's initramfs
+/// from the kernel arguments `network_kargs` makes. The NIC with `mac` is
+/// named `enp1s0`, its name on the RHEL world's libvirt guests, so the
+/// kickstart's keepalived.conf fits both worlds.
 #[derive(Debug, Clone)]
 pub struct StaticNetwork {
     pub address: Ipv4Cidr,
@@ -120,6 +121,9 @@ pub fn pull_and_deploy(spec: &InstallSpec, sysroot: &Path) -> anyhow::Result<Ins
         bail!("pulled {} but the remote ref holds {commit}, not {wanted}", spec.ostree_ref);
     }
     let mut kargs = spec.kargs.clone();
+    if let Some(network) = &spec.config.network {
+        kargs.extend(network_kargs(network));
+    }
     kargs.extend(image_kargs(sysroot, &commit)?);
     ostree_sysroot::deploy(sysroot, OS_NAME, &refspec, &kargs)?;
     let deployments = ostree_sysroot::deployments(sysroot)?;
@@ -258,10 +262,6 @@ fn apply_config(config: &GuestConfig, deploy_dir: &Path, var: &Path) -> anyhow::
         add_user(user, &etc, var).with_context(|| format!("adding user {}", user.name))?;
     }
     let mut enable = config.enable.clone();
-    if let Some(network) = &config.network {
-        write_network(network, &etc)?;
-        enable.push("systemd-networkd.service".into());
-    }
     // A kickstart may enable a unit only some images have (RHEL's
     // rpm-ostreed-automatic.timer behind an `if`): enable what exists.
     enable.retain(|unit| {
@@ -345,30 +345,25 @@ fn add_to_group(group_file: &Path, group: &str, user: &str) -> anyhow::Result<()
     Ok(())
 }
 
-fn write_network(network: &StaticNetwork, etc: &Path) -> anyhow::Result<()> {
-    let dir = etc.join("systemd/network");
-    fs::create_dir_all(&dir)?;
-    let link = format!(
-        "# The lab NIC gets the RHEL world's name (edgelab installer).\n[Match]\nMACAddress={}\n\n[Link]\nName={GUEST_INTERFACE}\n",
-        network.mac
-    );
-    fs::write(dir.join("10-edgelab-lab.link"), link)?;
-    // No IPv6 link-local address or router solicitation: the lab runs on
-    // IPv4 alone, and with them networkd held the link "configuring" (and
-    // network-online.target, which keepalived and the health verdict wait
-    // for) until IPv6 settled. Measured under TCG, both guests rebooting at
-    // once (`systemd-analyze blame` in the guest):
-    // systemd-networkd-wait-online 33.5 s before, 17.3 s after.
-    let mut text = format!(
-        "# The guest's address on the lab segment (edgelab installer).\n[Match]\nName={GUEST_INTERFACE}\n\n[Network]\n\
-         Address={}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
-        network.address
-    );
-    if let Some(gateway) = network.gateway {
-        text.push_str(&format!("Gateway={gateway}\n"));
-    }
-    fs::write(dir.join("10-edgelab-lab.network"), text)?;
-    Ok(())
+/// The lab address as kernel arguments, in dracut's syntax (dracut.cmdline(7)):
+/// `ifname=enp1s0:MAC` and `ip=ADDR::GW:NETMASK::enp1s0:none`. The local
+/// world's initramfs (guest/local/initramfs/build.sh) names the NIC and sets
+/// the address before systemd starts, so nothing waits for the network at
+/// boot. Measured under TCG, both guests booting at once (`systemd-analyze
+/// critical-chain` in the guest): with systemd-networkd configuring the link
+/// instead, network-online.target came 14-33 s into userspace, the time udev's
+/// coldplug took to name the NIC. Kernel arguments live in the deployment,
+/// and an in-guest upgrade carries them to the next one, as it does the rest.
+pub fn network_kargs(network: &StaticNetwork) -> Vec<String> {
+    let netmask = match network.address.prefix {
+        0 => Ipv4Addr::UNSPECIFIED,
+        prefix => Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix.min(32)))),
+    };
+    let gateway = network.gateway.map(|gateway| gateway.to_string()).unwrap_or_default();
+    vec![
+        format!("ifname={GUEST_INTERFACE}:{}", network.mac.to_ascii_lowercase()),
+        format!("ip={}::{gateway}:{netmask}::{GUEST_INTERFACE}:none", network.address.addr),
+    ]
 }
 
 fn append(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -436,25 +431,23 @@ fn clear_immutable(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// What networkd reads: the NIC named by its MAC, the lab address, and
-    /// IPv4 alone (no link-local address, no router solicitation to wait on).
+    /// The initramfs reads dracut's forms: a MAC in lower case (as sysfs
+    /// shows it), the netmask dotted, an empty gateway field when there is none.
     #[test]
-    fn the_lab_network_is_ipv4_alone() {
-        let etc = tempfile::tempdir().unwrap();
-        let network = StaticNetwork {
-            address: Ipv4Cidr { addr: Ipv4Addr::new(10, 88, 0, 11), prefix: 24 },
-            gateway: None,
-            mac: "52:54:00:58:00:0b".into(),
+    fn the_lab_network_is_kernel_arguments_in_dracut_syntax() {
+        let network = |prefix, gateway| StaticNetwork {
+            address: Ipv4Cidr { addr: Ipv4Addr::new(10, 88, 0, 11), prefix },
+            gateway,
+            mac: "52:54:00:58:00:0B".into(),
         };
-        write_network(&network, etc.path()).unwrap();
-        let read = |name: &str| fs::read_to_string(etc.path().join("systemd/network").join(name)).unwrap();
-        let keys = |text: &str| -> Vec<String> {
-            text.lines().filter(|line| line.contains('=') && !line.starts_with('#')).map(str::to_string).collect()
-        };
-        assert_eq!(keys(&read("10-edgelab-lab.link")), ["MACAddress=52:54:00:58:00:0b", "Name=enp1s0"]);
         assert_eq!(
-            keys(&read("10-edgelab-lab.network")),
-            ["Name=enp1s0", "Address=10.88.0.11/24", "LinkLocalAddressing=no", "IPv6AcceptRA=no"]
+            network_kargs(&network(24, None)),
+            ["ifname=enp1s0:52:54:00:58:00:0b", "ip=10.88.0.11:::255.255.255.0::enp1s0:none"]
         );
+        assert_eq!(
+            network_kargs(&network(20, Some(Ipv4Addr::new(10, 88, 0, 1))))[1],
+            "ip=10.88.0.11::10.88.0.1:255.255.240.0::enp1s0:none"
+        );
+        assert_eq!(network_kargs(&network(32, None))[1], "ip=10.88.0.11:::255.255.255.255::enp1s0:none");
     }
 }

@@ -19,13 +19,20 @@ const CACHE: &str = "/var/tmp/edgelab-guests-cache";
 const RECIPE: &str = "2";
 const PACKAGES: &str = "systemd,systemd-sysv,udev,linux-image-cloud-amd64,dracut,ostree,ostree-boot,iproute2,busybox,procps,curl,keepalived,kmod";
 
+fn initramfs_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/local/initramfs/build.sh")
+}
+
 /// The cached archive repo holding the base commit on `OSTREE_REF`.
 pub fn base_repo() -> PathBuf {
     let cache = Path::new(CACHE);
     fs::create_dir_all(cache).unwrap();
     let lock = fs::File::create(cache.join("lock")).unwrap();
     lock.lock().unwrap();
-    let repo_dir = cache.join(format!("served-{RECIPE}"));
+    // The initramfs script is part of what is built: a change to it builds anew.
+    let script = fs::read(initramfs_script()).unwrap();
+    let script_digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&script)[..6]);
+    let repo_dir = cache.join(format!("served-{RECIPE}-{script_digest}"));
     if !repo_dir.join("ready").exists() {
         build_base(cache, &repo_dir);
     }
@@ -91,8 +98,7 @@ fn build_base(cache: &Path, repo_dir: &Path) {
     let kver = fs::read_dir(tree.join("usr/lib/modules")).unwrap().next().unwrap().unwrap().file_name();
     let kver = kver.to_string_lossy().into_owned();
     // The local world's initramfs, as the local composer builds it.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/local/initramfs/build.sh");
-    let script = fs::read_to_string(&script).unwrap();
+    let script = fs::read_to_string(initramfs_script()).unwrap();
     run(Cmd::new("unshare")
         .args(["--mount", "--fork", "chroot"])
         .arg(&tree)
@@ -112,6 +118,13 @@ fn build_base(cache: &Path, repo_dir: &Path) {
     run(Cmd::new("ostree").arg(format!("--repo={}", repo.display())).args(["summary", "-u"]));
     run(Cmd::new("rm").arg("-rf").arg(&tree));
     fs::write(repo_dir.join("ready"), "").unwrap();
+    // Builds for other recipes or scripts are not used again.
+    for entry in fs::read_dir(cache).unwrap().flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with("served-") && entry.path() != repo_dir;
+        if stale {
+            run(Cmd::new("rm").arg("-rf").arg(entry.path()));
+        }
+    }
 }
 
 /// The tree as OSTree wants it: kernel and initramfs beside the modules,

@@ -105,11 +105,9 @@ pub fn run(global: &Global, args: &BootBenchArgs) -> anyhow::Result<()> {
         let median = if seconds.is_empty() { f64::NAN } else { super::bench_meta::median(&seconds) };
         let max = seconds.iter().copied().fold(f64::NAN, f64::max);
         match seconds.is_empty() {
-            true => println!(
-                "{}: no boot reached a verdict ({} stopped by a host fault)",
-                accel.as_str(),
-                faults.len()
-            ),
+            true => {
+                println!("{}: no boot reached a verdict ({} stopped by a host fault)", accel.as_str(), faults.len())
+            }
             false => println!("{}: median {median:.1}s to a verdict over {} boots", accel.as_str(), seconds.len()),
         }
         results.insert(

@@ -30,8 +30,7 @@ pub fn base_repo() -> PathBuf {
     let lock = fs::File::create(cache.join("lock")).unwrap();
     lock.lock().unwrap();
     // The initramfs script is part of what is built: a change to it builds anew.
-    let script = fs::read(initramfs_script()).unwrap();
-    let script_digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&script)[..6]);
+    let script_digest = hex::encode(&edgelab::hash::digest_file_raw(&initramfs_script()).unwrap()[..6]);
     let repo_dir = cache.join(format!("served-{RECIPE}-{script_digest}"));
     if !repo_dir.join("ready").exists() {
         build_base(cache, &repo_dir);

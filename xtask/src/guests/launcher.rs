@@ -48,6 +48,7 @@ const BROKEN_BOOT: Duration = Duration::from_secs(3);
 /// three unused UARTs; and the kernel's speculation mitigations (page table
 /// isolation flushes TLBs on every system call, which TCG pays dearly for;
 /// these are lab guests, alone on their segment).
+///
 /// Debian's podman package also enables system-wide units RHEL does not:
 /// `podman-restart.service`, `podman-auto-update.service` (wanted by the
 /// default target, so it runs in every boot, besides its daily timer) and the

@@ -21,3 +21,4 @@ pub mod services;
 pub mod stages;
 pub mod store;
 pub mod tools;
+pub mod world;

@@ -22,7 +22,7 @@ use std::{
 };
 
 use edgelab::{
-    cli::{Global, Session, guest_libvirt},
+    cli::{Global, Session},
     graph::{StageId, StageKind},
     guests::libvirt::{self, InstallWait, UpAction},
     lab::{Backend, Lab},
@@ -207,14 +207,15 @@ fn lab_up_installs_the_guests_that_have_an_iso_from_the_iso_stage() {
     let world = World::new();
     world.set_install_polls(1);
     let iso_1 = world.publish_iso("edge-device-1");
-    guest_libvirt::up(&world.session(), &[]).unwrap();
+    let session = world.session();
+    edgelab::world::guests(&session.lab).up(&session, &[]).unwrap();
     let installs: Vec<String> = world.calls().into_iter().filter(|line| line.starts_with("virt-install")).collect();
     assert_eq!(installs.len(), 1, "{installs:#?}");
     assert!(installs[0].contains("--name edge-device-1 "), "{}", installs[0]);
     assert!(installs[0].contains(&format!("--cdrom {} ", iso_1.display())), "{}", installs[0]);
     world.publish_iso("edge-device-2");
     world.clear_calls();
-    guest_libvirt::up(&world.session(), &[]).unwrap();
+    edgelab::world::guests(&session.lab).up(&world.session(), &[]).unwrap();
     let commands: Vec<String> = world
         .calls()
         .into_iter()

@@ -1,6 +1,7 @@
 //! Repository invariants, checked like any other behaviour: the demo lab
 //! parses, only `tools/` starts processes and every program it starts is
-//! declared, the core crate stays pure, ARCHITECTURE.md names every module
+//! declared, the core crate stays pure, worlds are chosen only in the two
+//! world modules, ARCHITECTURE.md names every module
 //! exactly once and repeats no heading, no test names the tracked benchmark
 //! results, and the code is formatted.
 
@@ -51,6 +52,53 @@ fn only_tools_start_processes() {
         }
     }
     assert!(offenders.is_empty(), "processes started outside xtask/src/tools/:\n{}", offenders.join("\n"));
+}
+
+/// The lines of `text` that ask which world they are in: a backend or a
+/// world variant other than `auto`, named outside the world modules.
+fn world_branches(rel: &str, text: &str) -> Vec<String> {
+    const VARIANTS: [&str; 8] = [
+        "Backend::Rhel",
+        "Backend::Local",
+        "GuestWorld::Local",
+        "GuestWorld::Libvirt",
+        "RegistryWorld::Local",
+        "RegistryWorld::Podman",
+        "ComposeWorld::Local",
+        "ComposeWorld::Weldr",
+    ];
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let code = line.split("//").next().unwrap_or("");
+            VARIANTS.iter().any(|variant| code.contains(variant))
+        })
+        .map(|(n, line)| format!("{rel}:{}: {}", n + 1, line.trim()))
+        .collect()
+}
+
+#[test]
+fn worlds_are_chosen_only_in_the_world_modules() {
+    let root = project_root();
+    let mut offenders = Vec::new();
+    for crate_src in ["xtask/src", "xtask/core/src", "host/src"] {
+        for file in rust_files(&root.join(crate_src)) {
+            let rel = file.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            if rel == "xtask/src/world.rs" || rel == "xtask/core/src/world.rs" {
+                continue;
+            }
+            offenders.extend(world_branches(&rel, &std::fs::read_to_string(&file).unwrap()));
+        }
+    }
+    assert!(offenders.is_empty(), "worlds chosen outside the world modules:\n{}", offenders.join("\n"));
+}
+
+#[test]
+fn the_world_check_catches_a_branch() {
+    let planted = "fn f(lab: &Lab) {\n    if lab.backends.for_guests() == Backend::Rhel {\n    }\n}\n";
+    let found = world_branches("xtask/src/cli/planted.rs", planted);
+    assert_eq!(found, vec!["xtask/src/cli/planted.rs:2: if lab.backends.for_guests() == Backend::Rhel {"]);
+    assert!(world_branches("x.rs", "// Backend::Rhel in a comment\nlet b = Backend::Auto;\n").is_empty());
 }
 
 /// Every module of the product crates, as ARCHITECTURE.md names it: the path

@@ -10,7 +10,12 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::lab::{Auto, Backend, Ipv4Cidr, Lab};
+use crate::{
+    lab::{Auto, Backend, Ipv4Cidr, Lab},
+    world::{self, ComposeWorld, GuestWorld},
+};
+
+pub use crate::world::{LOCAL_LAB_SEGMENT, resolve_backends};
 
 /// What kind of thing a stage builds. The order is the order `plan` lists them in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -195,6 +200,7 @@ pub fn build(lab: &Lab) -> Graph {
     let registry_backend = lab.backends.for_registry();
     let compose_backend = lab.backends.for_compose();
     let guests_backend = lab.backends.for_guests();
+    let guest_world = GuestWorld::of(lab);
     let media_backend = lab.backends.for_boot_media();
 
     stages.push(Stage {
@@ -315,10 +321,7 @@ pub fn build(lab: &Lab) -> Graph {
                 "initramfs script local/initramfs/build.sh".to_string(),
                 lab.root.join("guest/local/initramfs/build.sh"),
             )]),
-            tools: match compose_backend {
-                Backend::Rhel => vec![],
-                Backend::Local | Backend::Auto => vec!["mmdebstrap", "ostree", "chroot", "unshare"],
-            },
+            tools: ComposeWorld::of_stage(compose_backend).tools(),
             deps,
         });
     }
@@ -379,36 +382,27 @@ pub fn build(lab: &Lab) -> Graph {
             // which it installs as root's authorized key.
             tools: ["ksvalidator", "keepalived", "unshare", "ip", "systemd-analyze", "podman", "bash", "shellcheck"]
                 .into_iter()
-                .chain((lab.backends.for_guests() == Backend::Rhel).then_some("ssh-keygen"))
+                .chain(guest_world.uses_lab_key().then_some("ssh-keygen"))
                 .collect(),
             deps: BTreeMap::new(),
         });
         // The RHEL world boots guests from remastered ISOs; the local world
         // installs disks itself. `auto` was resolved before the graph was built
         // (see `resolve_backends`); an unresolved `auto` is taken as local.
-        match guests_backend {
-            Backend::Local | Backend::Auto => {}
-            Backend::Rhel => {
-                if let Some(boot_iso) = &lab.boot_iso {
-                    stages.push(Stage {
-                        id: StageId::new(StageKind::Iso, guest.name.clone()),
-                        schema: 1,
-                        backend: media_backend,
-                        params: params([
-                            ("guest", json!(guest.name)),
-                            ("kernel-args", json!(guest_kernel_args(guest))),
-                        ]),
-                        files: BTreeMap::from([(
-                            format!("boot ISO {}", file_label(&boot_iso.file)),
-                            boot_iso.file.clone(),
-                        )]),
-                        tools: vec!["xorriso", "mcopy", "mtype", "implantisomd5"],
-                        deps: BTreeMap::from([("kickstart".into(), kickstart.clone())]),
-                    });
-                }
-            }
+        if !guest_world.installs_disks()
+            && let Some(boot_iso) = &lab.boot_iso
+        {
+            stages.push(Stage {
+                id: StageId::new(StageKind::Iso, guest.name.clone()),
+                schema: 1,
+                backend: media_backend,
+                params: params([("guest", json!(guest.name)), ("kernel-args", json!(guest_kernel_args(guest)))]),
+                files: BTreeMap::from([(format!("boot ISO {}", file_label(&boot_iso.file)), boot_iso.file.clone())]),
+                tools: vec!["xorriso", "mcopy", "mtype", "implantisomd5"],
+                deps: BTreeMap::from([("kickstart".into(), kickstart.clone())]),
+            });
         }
-        if guests_backend != Backend::Rhel && !lab.images.is_empty() {
+        if guest_world.installs_disks() && !lab.images.is_empty() {
             stages.push(Stage {
                 id: StageId::new(StageKind::Install, guest.name.clone()),
                 schema: 1,
@@ -435,64 +429,23 @@ pub fn build(lab: &Lab) -> Graph {
     Graph { stages }
 }
 
-/// Replaces every `auto` backend with the world the host supports: RHEL when
-/// `rhel_available` (osbuild-composer's socket and virt-install are present),
-/// local otherwise. The probe itself lives outside the pure core.
-pub fn resolve_backends(lab: &Lab, rhel_available: bool) -> Lab {
-    let pick = |backend: Backend| match backend {
-        Backend::Auto if rhel_available => Backend::Rhel,
-        Backend::Auto => Backend::Local,
-        pinned => pinned,
-    };
-    let mut lab = lab.clone();
-    let default = pick(lab.backends.default);
-    lab.backends.registry = Some(pick(lab.backends.registry.unwrap_or(lab.backends.default)));
-    lab.backends.compose = Some(pick(lab.backends.compose.unwrap_or(lab.backends.default)));
-    lab.backends.boot_media = Some(pick(lab.backends.boot_media.unwrap_or(lab.backends.default)));
-    lab.backends.guests = Some(pick(lab.backends.guests.unwrap_or(lab.backends.default)));
-    lab.backends.default = default;
-    lab
-}
-
 /// The demo app's web server crate, built into every container image.
 pub fn httpd_crate(lab: &Lab) -> PathBuf {
     lab.root.join("guest/app/httpd")
 }
 
-/// The local world's lab segment: it exists only inside the network
-/// namespace the lab creates, so it never collides with the host's networks
-/// and no traffic to it leaves the machine.
-pub const LOCAL_LAB_SEGMENT: Ipv4Cidr = Ipv4Cidr { addr: std::net::Ipv4Addr::new(10, 88, 0, 1), prefix: 24 };
-
-/// Replaces every `auto` address with a concrete one, so the addresses are
-/// part of the stages' keys (a changed host address rebuilds kickstarts).
-/// In the local world `auto` is the lab's own segment inside its namespace;
-/// in the RHEL world it is the host's default-route address, which the
-/// caller looks up (`default_route`) because the pure core cannot.
+/// Replaces every `auto` address with a concrete one (`world::addresses`),
+/// so the addresses are part of the stages' keys (a changed host address
+/// rebuilds kickstarts). `default_route` is the host's default-route
+/// address, which the caller looks up because the pure core cannot.
 pub fn resolve_network(lab: &Lab, default_route: Option<Ipv4Cidr>) -> Result<Lab, String> {
+    let addresses = world::addresses(lab, default_route)?;
     let mut lab = lab.clone();
-    let host = match lab.network.host_address {
-        Auto::Given(cidr) => cidr,
-        Auto::Auto if lab.backends.for_guests() != Backend::Rhel => LOCAL_LAB_SEGMENT,
-        Auto::Auto => default_route.ok_or(
-            "`host-address \"auto\"` needs a default route on this host; give `host-address \"A.B.C.D/NN\"` in lab.kdl",
-        )?,
-    };
-    lab.network.host_address = Auto::Given(host);
-    if lab.network.vip == Auto::Auto {
-        let octets = host.addr.octets();
-        let vip = std::net::Ipv4Addr::new(octets[0], octets[1], octets[2], 100);
-        lab.network.vip = Auto::Given(Ipv4Cidr { addr: vip, prefix: host.prefix });
-    }
-    if lab.registry.address == Auto::Auto {
-        lab.registry.address = Auto::Given(std::net::IpAddr::V4(host.addr));
-    }
-    for (index, guest) in lab.guests.iter_mut().enumerate() {
-        if guest.address == Auto::Auto {
-            let octets = host.addr.octets();
-            let last = octets[3].wrapping_add(10 + index as u8);
-            guest.address = Auto::Given(std::net::Ipv4Addr::new(octets[0], octets[1], octets[2], last));
-        }
+    lab.network.host_address = Auto::Given(addresses.host);
+    lab.network.vip = Auto::Given(addresses.vip);
+    lab.registry.address = Auto::Given(addresses.registry);
+    for (guest, address) in lab.guests.iter_mut().zip(addresses.guests) {
+        guest.address = Auto::Given(address);
     }
     Ok(lab)
 }

@@ -23,7 +23,6 @@ use super::{Global, Session, project_root};
 use crate::{
     graph::{StageId, StageKind},
     guests::{self, netns},
-    lab::Backend,
     tools::qemu::{self, Accel},
 };
 
@@ -47,9 +46,7 @@ pub struct BootBenchArgs {
 
 pub fn run(global: &Global, args: &BootBenchArgs) -> anyhow::Result<()> {
     let session = Session::load(global)?;
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        bail!("bench boot measures the local world's guests (qemu); this lab's guests are libvirt's");
-    }
+    crate::world::guests(&session.lab).supports("bench boot")?;
     let names: Vec<String> = session.lab.guests.iter().map(|guest| guest.name.clone()).collect();
     for name in &names {
         if session.store.last_manifest(&StageId::new(StageKind::Install, name.as_str())).is_none() {

@@ -6,7 +6,6 @@ use super::{Global, Session};
 use crate::{
     demo::{self, Report},
     guests,
-    lab::Backend,
     stages::tag,
 };
 
@@ -49,13 +48,7 @@ pub fn e2e(global: &Global) -> anyhow::Result<()> {
 
 /// The scenarios check guests through the local world's check shell.
 fn local_world(session: &Session) -> anyhow::Result<()> {
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        bail!(
-            "the demo scenarios run against the local world's guests; this lab's guests are libvirt guests \
-             (set `guests \"local\"` in lab.kdl's `backends` block)"
-        );
-    }
-    Ok(())
+    crate::world::guests(&session.lab).supports("the demo scenarios")
 }
 
 /// Destroys the guests and forgets their disks (the next `lab up` copies

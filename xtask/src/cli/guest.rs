@@ -1,5 +1,6 @@
-//! `cargo xtask guest console|destroy|start NAME`, `lab shell`, `lab exec`,
-//! and the guests' part of `lab up` and `lab down` (local world).
+//! `cargo xtask guest console|destroy|start|exec NAME`, `lab shell`, `lab
+//! exec`, and the local world's guests (`LocalGuests`: their part of `lab
+//! up`, `lab down` and `lab status`).
 
 use std::{
     io::{Read, Write},
@@ -11,66 +12,153 @@ use anyhow::{Context, bail};
 use super::{Global, Session};
 use crate::{
     graph::{StageId, StageKind},
-    guests::{self, DiskAction, netns},
-    lab::Backend,
+    guests::{
+        self, DiskAction,
+        channel::{CheckShell, GuestChannel},
+        netns,
+    },
+    lab::Lab,
+    store::Store,
     tools::ip,
 };
 
-/// The guests' part of `lab up`: the lab network, each guest's disk, and
-/// its launcher. Guests without an install artifact are reported, not started.
-pub fn up(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        return super::guest_libvirt::up(session, reinstall);
+/// The local world's guests: qemu under edgelab's launcher, in the lab's
+/// network namespace.
+pub struct LocalGuests;
+
+impl crate::world::Guests for LocalGuests {
+    fn programs(&self) -> &'static [&'static str] {
+        &["qemu-system-x86_64", "debugfs", "e2fsck", "ip", "unshare"]
     }
+
+    /// The lab network, each guest's disk, and its launcher. Guests without
+    /// an install artifact are reported, not started.
+    fn up(&self, session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
+        check_reinstall(session, reinstall)?;
+        let current = session.current()?;
+        let installed: Vec<&str> = session
+            .lab
+            .guests
+            .iter()
+            .map(|guest| guest.name.as_str())
+            .filter(|name| current.is_built(&session.store, &StageId::new(StageKind::Install, *name)))
+            .collect();
+        if installed.is_empty() {
+            return Ok(());
+        }
+        let segment = netns::segment(&session.lab);
+        netns::up(&session.store, &segment)?;
+        for name in installed {
+            let wants_reinstall = reinstall.iter().any(|it| it == name);
+            if wants_reinstall {
+                guests::destroy(&session.store, name)?;
+            }
+            match guests::prepare(&session.lab, &session.store, &current, name, wants_reinstall)? {
+                DiskAction::Created => println!("guest {name}: disk created from its install"),
+                DiskAction::Reinstalled => println!("guest {name}: reinstalled"),
+                DiskAction::KeptStale => println!(
+                    "guest {name}: its install changed; keeping its disk (`lab up --reinstall {name}` replaces it)"
+                ),
+                DiskAction::Kept => {}
+            }
+            if guests::start(&session.store, name, &launcher_args(session, name))? {
+                println!("guest {name}: started (console: cargo xtask guest console {name})");
+            }
+        }
+        Ok(())
+    }
+
+    fn down(&self, session: &Session) -> anyhow::Result<()> {
+        for guest in &session.lab.guests {
+            if guests::destroy(&session.store, &guest.name)? {
+                println!("guest {}: destroyed", guest.name);
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&self, session: &Session, name: &str) -> anyhow::Result<()> {
+        let segment = netns::segment(&session.lab);
+        netns::up(&session.store, &segment)?;
+        guests::prepare(&session.lab, &session.store, &session.current()?, name, false)?;
+        if guests::start(&session.store, name, &launcher_args(session, name))? {
+            println!("guest {name}: started");
+        } else {
+            println!("guest {name}: already running");
+        }
+        Ok(())
+    }
+
+    fn destroy(&self, session: &Session, name: &str) -> anyhow::Result<()> {
+        if guests::destroy(&session.store, name)? {
+            println!("guest {name}: destroyed");
+        } else {
+            println!("guest {name}: not running");
+        }
+        Ok(())
+    }
+
+    fn console(&self, session: &Session, name: &str) -> anyhow::Result<()> {
+        local_console(session, name)
+    }
+
+    fn status(&self, session: &Session) -> anyhow::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        if let Some(state) = guests::load_accel_state(&session.store) {
+            lines.push(format!("accelerator for accel \"auto\": {} ({})", state.accel.as_str(), state.reason));
+        }
+        for guest in &session.lab.guests {
+            lines.extend(local_status(session, &guest.name)?);
+        }
+        Ok(lines)
+    }
+
+    fn channel<'a>(&self, _lab: &'a Lab, store: &'a Store) -> anyhow::Result<Box<dyn GuestChannel + 'a>> {
+        Ok(Box::new(CheckShell { store }))
+    }
+
+    fn supports(&self, _what: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// `--reinstall NAME` names a guest of the lab.
+pub fn check_reinstall(session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
     for name in reinstall {
         if session.lab.guest(name).is_none() {
             bail!("--reinstall {name}: no such guest in the lab");
         }
     }
-    let current = session.current()?;
-    let installed: Vec<&str> = session
-        .lab
-        .guests
-        .iter()
-        .map(|guest| guest.name.as_str())
-        .filter(|name| current.is_built(&session.store, &StageId::new(StageKind::Install, *name)))
-        .collect();
-    if installed.is_empty() {
-        return Ok(());
-    }
-    let segment = netns::segment(&session.lab);
-    netns::up(&session.store, &segment)?;
-    for name in installed {
-        let wants_reinstall = reinstall.iter().any(|it| it == name);
-        if wants_reinstall {
-            guests::destroy(&session.store, name)?;
-        }
-        match guests::prepare(&session.lab, &session.store, &current, name, wants_reinstall)? {
-            DiskAction::Created => println!("guest {name}: disk created from its install"),
-            DiskAction::Reinstalled => println!("guest {name}: reinstalled"),
-            DiskAction::KeptStale => println!(
-                "guest {name}: its install changed; keeping its disk (`lab up --reinstall {name}` replaces it)"
-            ),
-            DiskAction::Kept => {}
-        }
-        if guests::start(&session.store, name, &launcher_args(session, name))? {
-            println!("guest {name}: started (console: cargo xtask guest console {name})");
-        }
-    }
     Ok(())
 }
 
-/// The guests' part of `lab down`: every guest destroyed.
-pub fn destroy_all(session: &Session) -> anyhow::Result<()> {
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        return super::guest_libvirt::down(session);
+/// A local guest's `lab status` lines: running or stopped, its last boot's
+/// verdict and accelerator, host faults that stopped boots.
+fn local_status(session: &Session, name: &str) -> anyhow::Result<Vec<String>> {
+    let dir = guests::guest_dir(&session.store, name)?;
+    let state = guests::load_state(&dir);
+    let running = state.as_ref().is_some_and(guests::is_running);
+    let boots = guests::boots(&dir);
+    let last = boots.iter().rev().find(|boot| boot.host_fault.is_none()).map(|boot| {
+        let verdict = match (boot.healthy, boot.verdict_seen) {
+            (true, _) => "healthy",
+            (false, true) => "red",
+            (false, false) => "without a verdict",
+        };
+        format!(", last boot {verdict} after {:.0}s under {} ({})", boot.seconds, boot.accel.as_str(), boot.reason)
+    });
+    let faults = match boots.iter().filter(|boot| boot.host_fault.is_some()).count() {
+        0 => String::new(),
+        n => format!(", {n} boot(s) stopped by a host fault (not counted)"),
+    };
+    let what = if running { "running" } else { "stopped" };
+    let mut lines = vec![format!("guest {name}: {what}{}{faults}", last.unwrap_or_default())];
+    if let Some(state) = state.filter(|_| running)
+        && let Some(accel) = state.accel
+    {
+        lines.push(format!("  accelerator {} ({})", accel.as_str(), state.accel_reason.unwrap_or_default()));
     }
-    for guest in &session.lab.guests {
-        if guests::destroy(&session.store, &guest.name)? {
-            println!("guest {}: destroyed", guest.name);
-        }
-    }
-    Ok(())
+    Ok(lines)
 }
 
 /// The end of `lab down`: the lab network removed (after the services in it).
@@ -81,44 +169,30 @@ pub fn network_down(session: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `guest start NAME`.
 pub fn start(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        return super::guest_libvirt::start(&session, name);
-    }
-    let segment = netns::segment(&session.lab);
-    netns::up(&session.store, &segment)?;
-    guests::prepare(&session.lab, &session.store, &session.current()?, name, false)?;
-    if guests::start(&session.store, name, &launcher_args(&session, name))? {
-        println!("guest {name}: started");
-    } else {
-        println!("guest {name}: already running");
-    }
-    Ok(())
+    crate::world::guests(&session.lab).start(&session, name)
 }
 
+/// `guest destroy NAME`.
 pub fn destroy(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        return super::guest_libvirt::destroy(&session, name);
-    }
-    if guests::destroy(&session.store, name)? {
-        println!("guest {name}: destroyed");
-    } else {
-        println!("guest {name}: not running");
-    }
-    Ok(())
+    crate::world::guests(&session.lab).destroy(&session, name)
 }
 
-/// Shows the console's recent output, then connects to it; Ctrl-] leaves.
+/// `guest console NAME`.
 pub fn console(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
-    if session.lab.backends.for_guests() == Backend::Rhel {
-        return super::guest_libvirt::console(&session, name);
-    }
+    crate::world::guests(&session.lab).console(&session, name)
+}
+
+/// Shows a local guest's recent console output, then connects to it;
+/// Ctrl-] leaves.
+fn local_console(session: &Session, name: &str) -> anyhow::Result<()> {
     let dir = guests::guest_dir(&session.store, name)?;
     let log = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();

@@ -90,7 +90,7 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     drop(lock);
     ensure_services(&session)?;
     if options.guests {
-        super::guest::up(&session, &options.reinstall)?;
+        crate::world::guests(&session.lab).up(&session, &options.reinstall)?;
     }
     let missing = summary.missing();
     if !missing.is_empty() {
@@ -138,48 +138,15 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     for line in crate::services::status(&session.lab, &session.store) {
         println!("{line}");
     }
-    if let Some(state) = crate::guests::load_accel_state(&session.store) {
-        println!("accelerator for accel \"auto\": {} ({})", state.accel.as_str(), state.reason);
-    }
-    if session.lab.backends.for_guests() == crate::lab::Backend::Rhel {
-        println!("libvirt {}", session.lab.libvirt_uri);
-        for guest in &session.lab.guests {
-            println!("{}", crate::guests::libvirt::status_line(&session.lab, &session.store, &guest.name));
-        }
-        return Ok(());
-    }
-    for guest in &session.lab.guests {
-        let dir = crate::guests::guest_dir(&session.store, &guest.name)?;
-        let state = crate::guests::load_state(&dir);
-        let running = state.as_ref().is_some_and(crate::guests::is_running);
-        let boots = crate::guests::boots(&dir);
-        let last = boots.iter().rev().find(|boot| boot.host_fault.is_none()).map(|boot| {
-            let verdict = match (boot.healthy, boot.verdict_seen) {
-                (true, _) => "healthy",
-                (false, true) => "red",
-                (false, false) => "without a verdict",
-            };
-            format!(", last boot {verdict} after {:.0}s under {} ({})", boot.seconds, boot.accel.as_str(), boot.reason)
-        });
-        let faults = boots.iter().filter(|boot| boot.host_fault.is_some()).count();
-        let faults = match faults {
-            0 => String::new(),
-            n => format!(", {n} boot(s) stopped by a host fault (not counted)"),
-        };
-        let what = if running { "running" } else { "stopped" };
-        println!("guest {}: {what}{}{faults}", guest.name, last.unwrap_or_default());
-        if let Some(state) = state.filter(|_| running)
-            && let Some(accel) = state.accel
-        {
-            println!("  accelerator {} ({})", accel.as_str(), state.accel_reason.unwrap_or_default());
-        }
+    for line in crate::world::guests(&session.lab).status(&session)? {
+        println!("{line}");
     }
     Ok(())
 }
 
 pub fn down(global: &Global) -> anyhow::Result<()> {
     let session = Session::load(global)?;
-    super::guest::destroy_all(&session)?;
+    crate::world::guests(&session.lab).down(&session)?;
     for service in crate::services::Service::ALL {
         if crate::services::stop(&session.lab, &session.store, service)? {
             println!("stopped the lab {service}");

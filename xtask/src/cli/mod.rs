@@ -92,8 +92,8 @@ impl Session {
         }
         let lab = lab::parse_lab_file(&lab_file).map_err(|err| anyhow::anyhow!("{:?}", miette::Report::new(err)))?;
         let lab = graph::resolve_backends(&lab, rhel_world_available());
-        let needs_route = lab.network.host_address == crate::lab::Auto::Auto
-            && lab.backends.for_guests() == crate::lab::Backend::Rhel;
+        let guest_world = crate::world::GuestWorld::of(&lab);
+        let needs_route = lab.network.host_address == crate::lab::Auto::Auto && guest_world.auto_host(None).is_err();
         let default_route = if needs_route { crate::tools::ip::default_route_address().ok() } else { None };
         let lab = graph::resolve_network(&lab, default_route)
             .map_err(|err| anyhow::anyhow!("{}: {err}", lab_file.display()))?;
@@ -105,7 +105,7 @@ impl Session {
         // The RHEL world's scenarios reach guests with the lab's key, which
         // the kickstarts install: made once per store, an input of theirs.
         let mut lab = lab;
-        if lab.backends.for_guests() == crate::lab::Backend::Rhel {
+        if guest_world.uses_lab_key() {
             lab.check_key = Some(crate::guests::channel::lab_key(&store, &lab.name)?.public_file);
         }
         let graph = graph::build(&lab);

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 
 use super::shell::{self, Output};
 use crate::{
-    lab::{Auto, Backend, Lab},
+    lab::{Auto, Lab},
     store::Store,
     tools::{
         ssh::{self, Target},
@@ -33,10 +33,7 @@ pub trait GuestChannel {
 
 /// The channel for the lab's world.
 pub fn for_lab<'a>(lab: &'a Lab, store: &'a Store) -> anyhow::Result<Box<dyn GuestChannel + 'a>> {
-    Ok(match lab.backends.for_guests() {
-        Backend::Rhel => Box::new(SshChannel::for_libvirt(lab, store)?),
-        Backend::Local | Backend::Auto => Box::new(CheckShell { store }),
-    })
+    crate::world::guests(lab).channel(lab, store)
 }
 
 /// Local guests' serial check shell.

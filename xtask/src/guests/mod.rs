@@ -118,12 +118,7 @@ pub fn programs(lab: &Lab) -> Vec<&'static str> {
     if lab.guests.is_empty() {
         return Vec::new();
     }
-    match lab.backends.for_guests() {
-        crate::lab::Backend::Rhel => vec!["virt-install", "virsh"],
-        crate::lab::Backend::Local | crate::lab::Backend::Auto => {
-            vec!["qemu-system-x86_64", "debugfs", "e2fsck", "ip", "unshare"]
-        }
-    }
+    crate::world::guests(lab).programs().to_vec()
 }
 
 /// A guest's run folder.

@@ -10,13 +10,13 @@
 //! removes exactly that, and a crashed run's leftovers are found by name and
 //! removed by the next `up`.
 
-use std::{net::Ipv4Addr, os::fd::AsRawFd, path::Path};
+use std::{os::fd::AsRawFd, path::Path};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    lab::{Auto, Ipv4Cidr, Lab},
+    lab::{Ipv4Cidr, Lab},
     store::Store,
     tools::ip,
 };
@@ -48,26 +48,17 @@ pub struct NetworkRecord {
 
 const RECORD: &str = "network.json";
 
-/// The local world's segment for `lab` (pure); `auto` values are resolved
-/// as `graph::resolve_network` resolves them.
+/// The local world's segment for `lab` (pure); `auto` addresses by the
+/// core's one set of rules (`world::local_addresses`).
 pub fn segment(lab: &Lab) -> Segment {
-    let host = match lab.network.host_address {
-        Auto::Given(cidr) => cidr,
-        Auto::Auto => crate::graph::LOCAL_LAB_SEGMENT,
-    };
-    let vip = match lab.network.vip {
-        Auto::Given(cidr) => cidr,
-        Auto::Auto => Ipv4Cidr { addr: with_last_octet(host.addr, 100), prefix: host.prefix },
-    };
+    let addresses = crate::world::local_addresses(lab);
+    let host = addresses.host;
     let guests = lab
         .guests
         .iter()
+        .zip(addresses.guests)
         .enumerate()
-        .map(|(idx, guest)| {
-            let addr = match guest.address {
-                Auto::Given(addr) => addr,
-                Auto::Auto => Ipv4Addr::from(u32::from(host.addr) + 10 + idx as u32),
-            };
+        .map(|(idx, (guest, addr))| {
             let [_, b, c, d] = addr.octets();
             GuestPort {
                 guest: guest.name.clone(),
@@ -77,7 +68,13 @@ pub fn segment(lab: &Lab) -> Segment {
             }
         })
         .collect();
-    Segment { netns: lab.network.namespace.clone(), bridge: lab.network.bridge.clone(), host, vip, guests }
+    Segment {
+        netns: lab.network.namespace.clone(),
+        bridge: lab.network.bridge.clone(),
+        host,
+        vip: addresses.vip,
+        guests,
+    }
 }
 
 impl Segment {
@@ -137,7 +134,7 @@ pub fn down(store: &Store) -> anyhow::Result<Option<String>> {
 /// with guests. `None` (host networking) for the RHEL world and for labs
 /// without guests (hand-built labs on loopback in tests).
 pub fn lab_netns(lab: &Lab) -> Option<String> {
-    let local = lab.backends.for_guests() != crate::lab::Backend::Rhel;
+    let local = crate::world::GuestWorld::of(lab).has_network_namespace();
     (local && !lab.guests.is_empty()).then(|| lab.network.namespace.clone())
 }
 
@@ -193,9 +190,4 @@ fn load_record(store: &Store) -> NetworkRecord {
 fn save_record(store: &Store, record: &NetworkRecord) -> anyhow::Result<()> {
     store.save_state(RECORD, &serde_json::to_vec_pretty(record)?)?;
     Ok(())
-}
-
-fn with_last_octet(addr: Ipv4Addr, last: u8) -> Ipv4Addr {
-    let [a, b, c, _] = addr.octets();
-    Ipv4Addr::new(a, b, c, last)
 }

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 
 use super::{Ensured, Health, Process};
 use crate::{
-    lab::{Auto, Backend, Lab},
+    lab::{Auto, Lab},
     store::Store,
     tools,
 };
@@ -65,16 +65,13 @@ pub fn public_address(lab: &Lab) -> SocketAddr {
     SocketAddr::new(ip, lab.registry.port)
 }
 
-/// Starts the registry for `lab` unless it runs, and writes the insecure
-/// drop-in when the lab says so.
 /// The programs the registry runs in the lab's world.
 pub fn programs(lab: &Lab) -> Vec<&'static str> {
-    match lab.backends.for_registry() {
-        Backend::Rhel => vec!["podman", "systemctl"],
-        Backend::Local | Backend::Auto => vec!["docker-registry"],
-    }
+    crate::world::registry(lab).programs().to_vec()
 }
 
+/// Starts the registry for `lab` unless it runs, and writes the insecure
+/// drop-in when the lab says so.
 pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
     if lab.registry.insecure {
         write_insecure_dropin(&registries_conf_dir(), public_address(lab))?;
@@ -82,32 +79,17 @@ pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
     let run_dir = store.run_dir("registry")?;
     let data = run_dir.join("data");
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    match lab.backends.for_registry() {
-        Backend::Rhel => ensure_unit(lab, &data),
-        Backend::Local | Backend::Auto => ensure_local(lab, store, &run_dir, &data),
-    }
+    crate::world::registry(lab).ensure(lab, store, &run_dir, &data)
 }
 
 /// Stops the registry; its data stays. `Ok(false)` when it was not running.
 pub fn stop(lab: &Lab, store: &Store) -> anyhow::Result<bool> {
-    match lab.backends.for_registry() {
-        Backend::Rhel => {
-            let active = tools::systemctl::is_active(UNIT_NAME);
-            if active {
-                tools::systemctl::stop(UNIT_NAME)?;
-            }
-            Ok(active)
-        }
-        Backend::Local | Backend::Auto => Ok(super::stop_process(store, "registry")?.is_some()),
-    }
+    crate::world::registry(lab).stop(store)
 }
 
 /// `running (pid N) on ADDR` or `stopped`, for `lab status`.
 pub fn status(lab: &Lab, store: &Store) -> String {
-    let running = match lab.backends.for_registry() {
-        Backend::Rhel => tools::systemctl::is_active(UNIT_NAME).then(|| format!("unit {UNIT_NAME}")),
-        Backend::Local | Backend::Auto => super::running_pid(store, "registry").map(|pid| format!("pid {pid}")),
-    };
+    let running = crate::world::registry(lab).running(store);
     match running {
         Some(what) => format!("running ({what}) on {}", listen_address(lab)),
         None => "stopped".into(),
@@ -213,6 +195,53 @@ pub fn tag_manifest(endpoint: SocketAddr, repository: &str, digest: &str, tag: &
             bail!("PUT {put_url}: the registry answered {code}: {}", text.trim())
         }
         Err(err) => Err(unreachable(endpoint, err)),
+    }
+}
+
+/// The local world's registry: the distribution registry binary, run by the
+/// supervision layer with a config the lab generates.
+pub struct LocalRegistry;
+
+impl crate::world::Registry for LocalRegistry {
+    fn programs(&self) -> &'static [&'static str] {
+        &["docker-registry"]
+    }
+
+    fn ensure(&self, lab: &Lab, store: &Store, run_dir: &Path, data: &Path) -> anyhow::Result<Ensured> {
+        ensure_local(lab, store, run_dir, data)
+    }
+
+    fn stop(&self, store: &Store) -> anyhow::Result<bool> {
+        Ok(super::stop_process(store, "registry")?.is_some())
+    }
+
+    fn running(&self, store: &Store) -> Option<String> {
+        super::running_pid(store, "registry").map(|pid| format!("pid {pid}"))
+    }
+}
+
+/// The RHEL world's registry: `registry:2` under podman as a systemd unit.
+pub struct PodmanRegistry;
+
+impl crate::world::Registry for PodmanRegistry {
+    fn programs(&self) -> &'static [&'static str] {
+        &["podman", "systemctl"]
+    }
+
+    fn ensure(&self, lab: &Lab, _store: &Store, _run_dir: &Path, data: &Path) -> anyhow::Result<Ensured> {
+        ensure_unit(lab, data)
+    }
+
+    fn stop(&self, _store: &Store) -> anyhow::Result<bool> {
+        let active = tools::systemctl::is_active(UNIT_NAME);
+        if active {
+            tools::systemctl::stop(UNIT_NAME)?;
+        }
+        Ok(active)
+    }
+
+    fn running(&self, _store: &Store) -> Option<String> {
+        tools::systemctl::is_active(UNIT_NAME).then(|| format!("unit {UNIT_NAME}"))
     }
 }
 

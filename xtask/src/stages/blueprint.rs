@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{StageCtx, StageOutput};
 use crate::{
     blueprint::{self, Blueprint},
-    lab::{Backend, Lab},
+    lab::Lab,
 };
 
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
@@ -26,7 +26,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let parsed = blueprint::parse_blueprint(&file_name, &text)
         .map_err(|err| anyhow::anyhow!("{}", crate::cli::render_diagnostics(&err)))?;
     write_normalised(ctx, &parsed)?;
-    let warnings = if composes_locally(ctx.lab) { local_world_warnings(&file_name, &parsed) } else { Vec::new() };
+    let warnings =
+        if crate::world::composes_locally(ctx.lab) { local_world_warnings(&file_name, &parsed) } else { Vec::new() };
     for warning in &warnings {
         ctx.progress.keep(&format!("warning: {warning}"));
     }
@@ -41,11 +42,6 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     })
 }
 
-/// Whether the lab's images are composed in the local world.
-pub fn composes_locally(lab: &Lab) -> bool {
-    lab.backends.for_compose() != Backend::Rhel
-}
-
 /// The blueprint's keys without effect in the local world, one line each.
 pub fn local_world_warnings(file_name: &str, parsed: &Blueprint) -> Vec<String> {
     blueprint::no_local_effect(parsed)
@@ -57,7 +53,7 @@ pub fn local_world_warnings(file_name: &str, parsed: &Blueprint) -> Vec<String> 
 /// What `lab plan` warns of: every lab blueprint's keys without local
 /// effect (a blueprint that does not parse is the stage's error to show).
 pub fn plan_warnings(lab: &Lab) -> Vec<String> {
-    if !composes_locally(lab) {
+    if !crate::world::composes_locally(lab) {
         return Vec::new();
     }
     let mut warnings = Vec::new();

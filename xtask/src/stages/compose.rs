@@ -3,7 +3,7 @@
 //! the blueprint stage's output plus the image's extra packages (version
 //! bumped by the rule in `crate::blueprint`), and the parent compose's output
 //! (its commit id, its extracted `repo/`, the lab's served repo URL), then
-//! dispatches on the stage's resolved backend.
+//! hands it to the composer of the stage's world (`crate::world::composer`).
 //!
 //! Output digest: the OSTree commit id. `out/` holds the tarball as composer
 //! makes it, and the tarball extracted beside it (`compose.json`, `repo/`)
@@ -22,7 +22,7 @@ use crate::{
         ComposeBackend, ComposeRequest,
         weldr::{self, WeldrComposer},
     },
-    lab::Backend,
+    store::Store,
 };
 
 pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
@@ -58,7 +58,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         parent_repo,
         package_map: ctx.stage.params.get("package-map").cloned().unwrap_or(json!([])),
     };
-    let backend = backend(ctx)?;
+    let backend = crate::world::composer(ctx.stage.backend, ctx.store)?;
     let result = backend.compose(&request, &ctx.out, ctx.progress)?;
     if !weldr::is_commit_id(&result.commit) {
         bail!("image `{name}`: the {} composer returned `{}`, not a commit id", backend.name(), result.commit);
@@ -86,17 +86,12 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     })
 }
 
-/// The composer for the stage's world.
-fn backend(ctx: &StageCtx) -> anyhow::Result<Box<dyn ComposeBackend>> {
-    match ctx.stage.backend {
-        Backend::Rhel => {
-            let mut config = weldr::WeldrConfig::current();
-            config.state_dir = Some(ctx.store.run_dir("weldr")?);
-            Ok(Box::new(WeldrComposer { config }))
-        }
-        Backend::Local => local_backend(ctx),
-        Backend::Auto => bail!("stage `{}`: its backend is still `auto` (resolve backends first)", ctx.stage.id),
-    }
+/// The RHEL world's composer: osbuild-composer through its Weldr API, with
+/// its compose state in the store's run state.
+pub fn weldr_backend(store: &Store) -> anyhow::Result<Box<dyn ComposeBackend>> {
+    let mut config = weldr::WeldrConfig::current();
+    config.state_dir = Some(store.run_dir("weldr")?);
+    Ok(Box::new(WeldrComposer { config }))
 }
 
 /// Where `EDGELAB_COMPOSER_CACHE` names a folder, the local composer keeps
@@ -107,10 +102,10 @@ pub const COMPOSER_CACHE_ENV: &str = "EDGELAB_COMPOSER_CACHE";
 /// The local world's composer; its package and base-rootfs caches live in
 /// the store's run state (or `EDGELAB_COMPOSER_CACHE`), so a second compose
 /// reuses them. They are caches, not inputs: no key depends on them.
-fn local_backend(ctx: &StageCtx) -> anyhow::Result<Box<dyn ComposeBackend>> {
+pub fn local_backend(store: &Store) -> anyhow::Result<Box<dyn ComposeBackend>> {
     let cache = match std::env::var_os(COMPOSER_CACHE_ENV).filter(|value| !value.is_empty()) {
         Some(folder) => std::path::PathBuf::from(folder),
-        None => ctx.store.run_dir("composer")?,
+        None => store.run_dir("composer")?,
     };
     Ok(Box::new(crate::compose::local::LocalComposer::new(cache)))
 }

@@ -185,7 +185,7 @@ fn placeholder_values(ctx: &StageCtx, addresses: &Addresses) -> anyhow::Result<B
 /// scenarios' ssh channel, `guests::channel`); a comment in the local
 /// world, whose guests are checked on their serial check shell.
 fn root_sshkey(ctx: &StageCtx) -> anyhow::Result<String> {
-    if ctx.lab.backends.for_guests() != crate::lab::Backend::Rhel {
+    if !crate::world::GuestWorld::of(ctx.lab).uses_lab_key() {
         return Ok("# (local world: checks use the guest's serial check shell, no key)".into());
     }
     let Some(file) = &ctx.lab.check_key else {

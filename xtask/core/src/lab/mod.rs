@@ -315,10 +315,6 @@ impl std::fmt::Display for Ipv4Cidr {
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Auto => "auto",
-            Backend::Rhel => "rhel",
-            Backend::Local => "local",
-        })
+        f.write_str(self.as_str())
     }
 }

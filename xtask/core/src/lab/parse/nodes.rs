@@ -131,11 +131,8 @@ impl Parser<'_> {
     }
 
     pub(super) fn backend(&mut self, value: &Spanned<String>) -> Backend {
-        match self.choice(value, "backend", &["auto", "rhel", "local"]) {
-            Some(1) => Backend::Rhel,
-            Some(2) => Backend::Local,
-            _ => Backend::Auto,
-        }
+        let index = self.choice(value, "backend", &Backend::WORDS);
+        index.map(|index| Backend::ALL[index]).unwrap_or(Backend::Auto)
     }
 
     pub(super) fn network(&mut self, node: Option<&KdlNode>) -> Network {

@@ -1,8 +1,7 @@
 //! The RHEL world's composer: a client for osbuild-composer's Weldr API
 //! (v1, the routes composer-cli and the web console use) over its unix
-//! socket, `/run/weldr/api.socket`, speaking minimal HTTP/1.1 by hand (one
-//! request per connection, `Content-Length` or chunked bodies), so no HTTP
-//! crate with unix-socket support is needed.
+//! socket, `/run/weldr/api.socket`, through hyper's HTTP/1.1 client
+//! connection (`weldr/http`: one request per connection, bodies streamed).
 //!
 //! A compose: check that composer offers `edge-commit`
 //! (`GET /api/v1/compose/types`; Fedora calls it `iot-commit`), push the
@@ -33,10 +32,11 @@
 //! inside that request and may queue the compose after the client gave up,
 //! so a POST that times out is followed by watching the queue for it.
 
+mod http;
+mod reply;
+
 use std::{
-    collections::BTreeMap,
-    io::{self, BufRead, BufReader, Read, Write},
-    os::unix::net::UnixStream,
+    io::{Read, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -46,6 +46,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use self::{
+    http::{RequestError, Response},
+    reply::{describe_errors, describe_reply, expect_status_true, parent_kind, read_json, sorted_nevras},
+};
 use super::{ComposeBackend, ComposeRequest, ComposeResult};
 use crate::{blueprint::Blueprint, progress::Progress};
 
@@ -132,22 +136,6 @@ struct StartedRecord {
     ostree: OstreeOptions,
     /// When the POST was sent (seconds since the epoch).
     sent_unix: f64,
-}
-
-/// Why a request failed, for the callers that branch on it.
-#[derive(Debug)]
-enum RequestError {
-    /// No answer within the timeout: worth retrying.
-    TimedOut(String),
-    /// Anything else, already explained.
-    Failed(anyhow::Error),
-}
-
-/// An HTTP response whose body is still on the socket.
-struct Response {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Box<dyn Read>,
 }
 
 impl Default for WeldrConfig {
@@ -602,7 +590,7 @@ impl WeldrClient {
             let reply = read_json(response, &path_str)?;
             bail!("composer refused the download: {}", describe_reply(&reply));
         }
-        let expected_len = response.headers.get("content-length").and_then(|len| len.parse::<u64>().ok());
+        let expected_len = response.header("content-length").and_then(|len| len.parse::<u64>().ok());
         let mut body = response.body;
         let mut file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         let mut hasher = Sha256::new();
@@ -696,55 +684,7 @@ impl WeldrClient {
         body: Option<(&str, &[u8])>,
         within: Duration,
     ) -> Result<Response, RequestError> {
-        let socket = &self.config.socket;
-        let stream = UnixStream::connect(socket).map_err(|err| RequestError::Failed(connect_error(socket, err)))?;
-        let timeout = Some(within);
-        stream
-            .set_read_timeout(timeout)
-            .and_then(|()| stream.set_write_timeout(timeout))
-            .map_err(|err| RequestError::Failed(err.into()))?;
-        let io_error = |err: io::Error| match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                RequestError::TimedOut(format!("no answer to {method} {path} within {within:?}"))
-            }
-            _ => RequestError::Failed(anyhow::anyhow!("{method} {path} on {}: {err}", socket.display())),
-        };
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: */*\r\n");
-        if let Some((content_type, bytes)) = body {
-            head.push_str(&format!("Content-Type: {content_type}\r\nContent-Length: {}\r\n", bytes.len()));
-        }
-        head.push_str("\r\n");
-        let mut writer = &stream;
-        writer.write_all(head.as_bytes()).map_err(io_error)?;
-        if let Some((_, bytes)) = body {
-            writer.write_all(bytes).map_err(io_error)?;
-        }
-        let mut reader = BufReader::new(stream);
-        let mut status_line = String::new();
-        reader.read_line(&mut status_line).map_err(io_error)?;
-        let status =
-            status_line.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok()).ok_or_else(|| {
-                RequestError::Failed(anyhow::anyhow!("{method} {path}: not an HTTP answer: {status_line:?}"))
-            })?;
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).map_err(io_error)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-            }
-        }
-        let chunked = headers.get("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
-        let body: Box<dyn Read> = match headers.get("content-length").and_then(|len| len.parse::<u64>().ok()) {
-            _ if chunked => Box::new(Chunked { inner: reader, remaining: 0, done: false }),
-            Some(len) => Box::new(reader.take(len)),
-            None => Box::new(reader),
-        };
-        Ok(Response { status, headers, body })
+        http::request(&self.config.socket, method, path, body, within)
     }
 
     fn load_records(&self) -> Vec<StartedRecord> {
@@ -822,116 +762,4 @@ fn same_content(theirs: &Blueprint, ours: &Blueprint) -> bool {
         blueprint
     };
     normal(theirs) == normal(ours)
-}
-
-/// Decodes `Transfer-Encoding: chunked`.
-struct Chunked<R> {
-    inner: R,
-    remaining: u64,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.done || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.remaining == 0 {
-            let mut line = String::new();
-            self.inner.read_line(&mut line)?;
-            let size = line.trim().split(';').next().unwrap_or("");
-            self.remaining = u64::from_str_radix(size, 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
-            if self.remaining == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-        }
-        let want = buf.len().min(self.remaining as usize);
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunked body cut short"));
-        }
-        self.remaining -= n as u64;
-        if self.remaining == 0 {
-            let mut crlf = String::new();
-            self.inner.read_line(&mut crlf)?;
-        }
-        Ok(n)
-    }
-}
-
-/// What a connect failure means for the user.
-fn connect_error(socket: &Path, err: io::Error) -> anyhow::Error {
-    match err.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
-            "osbuild-composer is not running (no answer on {}: {err}): systemctl enable --now osbuild-composer.socket",
-            socket.display()
-        ),
-        io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-            "permission denied on {}: only root and the `weldr` group may use composer: \
-             usermod -a -G weldr $USER (then log in again)",
-            socket.display()
-        ),
-        _ => anyhow::anyhow!("connecting to osbuild-composer at {}: {err}", socket.display()),
-    }
-}
-
-fn read_json(mut response: Response, what: &str) -> anyhow::Result<Value> {
-    let mut text = String::new();
-    response.body.read_to_string(&mut text).with_context(|| format!("reading composer's answer to {what}"))?;
-    let value: Value = serde_json::from_str(&text)
-        .with_context(|| format!("composer's answer to {what} (HTTP {}) is not JSON: {text:.200}", response.status))?;
-    if response.status != 200 {
-        bail!("composer refused {what} (HTTP {}): {}", response.status, describe_reply(&value));
-    }
-    Ok(value)
-}
-
-fn expect_status_true(reply: &Value, what: &str) -> anyhow::Result<()> {
-    match reply.get("status").and_then(Value::as_bool) {
-        Some(true) => Ok(()),
-        _ => bail!("composer refused {what}: {}", describe_reply(reply)),
-    }
-}
-
-/// `{"status": false, "errors": [{"id": ..., "msg": ...}]}` as a sentence.
-fn describe_reply(reply: &Value) -> String {
-    match reply.get("errors").and_then(Value::as_array) {
-        Some(errors) if !errors.is_empty() => describe_errors(errors),
-        _ => reply.to_string(),
-    }
-}
-
-fn describe_errors(errors: &[Value]) -> String {
-    errors
-        .iter()
-        .map(|error| {
-            let id = error.get("id").and_then(Value::as_str).unwrap_or("error");
-            let msg = error.get("msg").and_then(Value::as_str).unwrap_or("");
-            format!("{id}: {msg}")
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// `name-[epoch:]version-release.arch` of a depsolved package.
-/// A list of package objects (depsolve's `dependencies`, compose/info's
-/// `deps.packages`) as sorted NEVRAs.
-fn sorted_nevras(packages: Option<&Value>) -> Vec<String> {
-    let mut nevras: Vec<String> =
-        packages.and_then(Value::as_array).map(|packages| packages.iter().map(nevra).collect()).unwrap_or_default();
-    nevras.sort();
-    nevras
-}
-
-fn nevra(package: &Value) -> String {
-    let field = |name: &str| package.get(name).and_then(Value::as_str).unwrap_or("");
-    let epoch = package.get("epoch").and_then(Value::as_u64).unwrap_or(0);
-    let epoch = if epoch == 0 { String::new() } else { format!("{epoch}:") };
-    format!("{}-{epoch}{}-{}.{}", field("name"), field("version"), field("release"), field("arch"))
-}
-
-fn parent_kind(parent: &str) -> String {
-    if is_commit_id(parent) { format!("commit {}", &parent[..12]) } else { format!("ref `{parent}`") }
 }

@@ -16,6 +16,7 @@
 //! blueprint. So with `RFE` at 0.0.1, `v1` (no extra packages) composes
 //! 0.0.1 and `v2` (parent v1, adds `strace`) composes 0.0.2.
 
+mod checks;
 mod customizations;
 mod local_world;
 
@@ -24,6 +25,7 @@ use std::{collections::BTreeSet, fmt};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use self::checks::{RawCustomizations, validate_customizations};
 pub use self::{customizations::*, local_world::*};
 use crate::{
     diag::{Diagnostic, Diagnostics, PlainLayout},

@@ -117,9 +117,9 @@ fn plan_bench_in(
     // not have (yet); the repository's own files win.
     let fixtures = project_root().join("xtask/test_data/labs/guest");
     if fixtures.is_dir() {
-        copy_tree(&fixtures, &tmp.join("guest"))?;
+        crate::store::copy_tree(&fixtures, &tmp.join("guest"))?;
     }
-    copy_tree(&demo_root.join("guest"), &tmp.join("guest"))?;
+    crate::store::copy_tree(&demo_root.join("guest"), &tmp.join("guest"))?;
     let global =
         Global { lab: Some(lab_file.clone()), store: Some(tmp.join("artifacts")), no_wait: false, quiet: true };
     let session = Session::load(&global).context("loading the copied demo lab")?;
@@ -381,19 +381,6 @@ fn print_table(report: &serde_json::Value, n_files: usize, bytes: u64, rows: &[(
         let stats = Stats::of(samples);
         println!("{name:30}  {:>9.1}  {:>9.1}  {:>9.1}", stats.min, stats.median, stats.p90);
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
-        let target = to.join(entry.path().strip_prefix(from).unwrap_or(entry.path()));
-        if entry.file_type().is_dir() {
-            fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-        } else if entry.file_type().is_file() {
-            fs::copy(entry.path(), &target).with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// A small deterministic generator for benchmark file contents (no dependency).

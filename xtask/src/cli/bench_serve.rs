@@ -689,10 +689,7 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         // SIGTERM first: nginx's master then stops its workers, and
         // edgelab-serve writes its summary.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+        crate::tools::process::terminate(self.child.id()).ok();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -733,18 +730,12 @@ fn version(kind: ServerKind) -> String {
 /// User and system CPU seconds of `pid` and its descendants (nginx's
 /// workers) so far, from /proc.
 fn process_tree_cpu_seconds(pid: u32) -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks_per_second = crate::tools::process::clock_ticks_per_second().max(1) as f64;
     let mut pending = vec![pid];
     let mut ticks = 0_u64;
     while let Some(pid) = pending.pop() {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name: state is 0, utime 11, stime 12.
-        if let Some((_, rest)) = stat.rsplit_once(')') {
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            for field_idx in [11, 12] {
-                ticks += fields.get(field_idx).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
-            }
+        if let Some(stat) = crate::tools::process::proc_stat(pid) {
+            ticks += stat.utime + stat.stime;
         }
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
         for task in tasks {

@@ -12,7 +12,7 @@ use std::{
     fs,
     io::{Read, Seek, SeekFrom, Write},
     net::Ipv4Addr,
-    os::unix::fs::{MetadataExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -240,7 +240,8 @@ pub fn copy_sparse(src: &Path, dest: &Path) -> anyhow::Result<()> {
 fn fill_var(deploy_dir: &Path, var: &Path) -> anyhow::Result<()> {
     let factory = deploy_dir.join("usr/share/factory/var");
     if factory.is_dir() {
-        copy_tree(&factory, var).with_context(|| format!("filling {} from {}", var.display(), factory.display()))?;
+        crate::store::copy_tree(&factory, var)
+            .with_context(|| format!("filling {} from {}", var.display(), factory.display()))?;
     }
     for sub in ["home", "roothome", "opt", "srv", "mnt", "usrlocal", "tmp"] {
         fs::create_dir_all(var.join(sub)).with_context(|| format!("creating /var/{sub}"))?;
@@ -282,11 +283,11 @@ fn overlay_tree(tree: &Path, etc: &Path, var: &Path) -> anyhow::Result<()> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         match name.as_str() {
-            "etc" => copy_tree(&entry.path(), etc)?,
-            "var" => copy_tree(&entry.path(), var)?,
+            "etc" => crate::store::copy_tree(&entry.path(), etc)?,
+            "var" => crate::store::copy_tree(&entry.path(), var)?,
             // On an OSTree system /usr/local is a link to /var/usrlocal.
             "usr" if only_child(&entry.path()).as_deref() == Some("local") => {
-                copy_tree(&entry.path().join("local"), &var.join("usrlocal"))?
+                crate::store::copy_tree(&entry.path().join("local"), &var.join("usrlocal"))?
             }
             other => bail!(
                 "{}/{other}: a guest's files may go only under /etc, /var and /usr/local; /{other} belongs to the image",
@@ -370,38 +371,6 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut file =
         fs::OpenOptions::new().append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
     file.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-/// Copies `src` into `dest` (merging folders), keeping modes, owners and
-/// symlinks. Files are written fresh, never through an existing hardlink.
-fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
-    for entry in walkdir::WalkDir::new(src).min_depth(1) {
-        let entry = entry?;
-        let rel = entry.path().strip_prefix(src)?;
-        let target = dest.join(rel);
-        let meta = fs::symlink_metadata(entry.path())?;
-        if meta.file_type().is_symlink() {
-            let link = fs::read_link(entry.path())?;
-            if fs::symlink_metadata(&target).is_ok() {
-                fs::remove_file(&target).ok();
-            }
-            std::os::unix::fs::symlink(&link, &target)?;
-            std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
-            continue;
-        }
-        if meta.is_dir() {
-            fs::create_dir_all(&target)?;
-        } else {
-            if fs::symlink_metadata(&target).is_ok() {
-                fs::remove_file(&target)?;
-            }
-            fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
-        }
-        std::os::unix::fs::chown(&target, Some(meta.uid()), Some(meta.gid()))?;
-        fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-    }
     Ok(())
 }
 

@@ -289,7 +289,9 @@ fn load_counter(dir: &Path) -> BootCounter {
 }
 
 fn save_counter(dir: &Path, counter: &BootCounter) -> anyhow::Result<()> {
-    super::write_atomic(&dir.join("boot.json"), &serde_json::to_vec_pretty(counter)?)
+    let path = dir.join("boot.json");
+    crate::store::write_atomic(&path, &serde_json::to_vec_pretty(counter)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn set_qemu_pid(dir: &Path, pid: Option<u32>) -> anyhow::Result<()> {

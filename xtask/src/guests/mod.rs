@@ -131,7 +131,9 @@ pub fn load_state(dir: &Path) -> Option<GuestState> {
 }
 
 pub fn save_state(dir: &Path, state: &GuestState) -> anyhow::Result<()> {
-    write_atomic(&dir.join("guest.json"), &serde_json::to_vec_pretty(state)?)
+    let path = dir.join("guest.json");
+    crate::store::write_atomic(&path, &serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The boots a guest's launcher recorded, oldest first.
@@ -355,11 +357,4 @@ pub fn forget_disk(store: &Store, name: &str) -> anyhow::Result<bool> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(err).with_context(|| format!("removing guest {name}'s disk")),
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))
 }

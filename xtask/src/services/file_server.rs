@@ -102,7 +102,8 @@ pub fn ensure_serving(store: &Store, root: &Path, listen: SocketAddr) -> anyhow:
     let record = format!("root {}\nlisten {listen}\n", root.display());
     if std::fs::read_to_string(&record_path).ok().as_deref() != Some(record.as_str()) {
         super::stop_process(store, NAME)?;
-        std::fs::write(&record_path, &record).with_context(|| format!("writing {}", record_path.display()))?;
+        crate::store::write_atomic(&record_path, record.as_bytes())
+            .with_context(|| format!("writing {}", record_path.display()))?;
     }
     let binary = tools::serve::binary()?;
     let args = ServeArgs { root, listen, quiet: false, log: None };

@@ -154,7 +154,7 @@ pub fn ensure_process(store: &Store, process: &Process) -> anyhow::Result<Ensure
                 return Ok(Ensured::AlreadyRunning { pid: record.pid });
             }
             // Alive but not answering: replace it rather than wait forever.
-            kill_and_wait(record.pid);
+            process::stop(record.pid, Duration::from_secs(5));
             Some(format!("pid {} stopped answering on {}", record.pid, process.listen))
         }
         Some(record) => Some(format!("pid {} had exited", record.pid)),
@@ -166,7 +166,7 @@ pub fn ensure_process(store: &Store, process: &Process) -> anyhow::Result<Ensure
     let why_restart = match (why_restart, orphan_writing(&log)) {
         (why, None) => why,
         (_, Some(pid)) => {
-            kill_and_wait(pid);
+            process::stop(pid, Duration::from_secs(5));
             Some(format!("pid {pid} was running unrecorded (an earlier edgelab was stopped while starting it)"))
         }
     };
@@ -175,7 +175,7 @@ pub fn ensure_process(store: &Store, process: &Process) -> anyhow::Result<Ensure
     let pid = child.id();
     write_pid(&run_dir, pid)?;
     if !wait_healthy(process, process.ready_timeout, Some((&mut child, &log)))? {
-        kill_and_wait(pid);
+        process::stop(pid, Duration::from_secs(5));
         bail!(
             "{} (pid {pid}) did not answer on {} within {:?}{}",
             process.name,
@@ -198,7 +198,7 @@ pub fn stop_process(store: &Store, name: &str) -> anyhow::Result<Option<u32>> {
     let run_dir = store.run_dir(name)?;
     let stopped = match read_pid(&run_dir) {
         Some(record) if record.is_alive() => {
-            kill_and_wait(record.pid);
+            process::stop(record.pid, Duration::from_secs(5));
             Some(record.pid)
         }
         _ => None,
@@ -231,10 +231,8 @@ struct PidRecord {
 
 impl PidRecord {
     fn is_alive(&self) -> bool {
-        match proc_stat(self.pid) {
-            Some((state, start_time)) => state != 'Z' && state != 'X' && start_time == self.start_time,
-            None => false,
-        }
+        process::is_alive(self.pid)
+            && process::proc_stat(self.pid).is_some_and(|stat| stat.start_time == self.start_time)
     }
 }
 
@@ -247,32 +245,10 @@ fn read_pid(run_dir: &Path) -> Option<PidRecord> {
 }
 
 fn write_pid(run_dir: &Path, pid: u32) -> anyhow::Result<()> {
-    let start_time = proc_stat(pid).map(|(_, start)| start).unwrap_or(0);
+    let start_time = process::proc_stat(pid).map(|stat| stat.start_time).unwrap_or(0);
     let path = run_dir.join("pid");
-    std::fs::write(&path, format!("{pid} {start_time}\n")).with_context(|| format!("writing {}", path.display()))
-}
-
-/// (state, start time in clock ticks) from /proc/PID/stat.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields follow the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start_time = fields.get(19)?.parse().ok()?;
-    Some((state, start_time))
-}
-
-fn kill_and_wait(pid: u32) {
-    let Ok(raw) = i32::try_from(pid) else { return };
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(raw, libc::SIGTERM) };
-    if process::wait_gone(pid, Duration::from_secs(5)) {
-        return;
-    }
-    process::kill_hard(pid).ok();
-    // Its sockets close when it is gone, so a restart can bind them.
-    process::wait_gone(pid, Duration::from_secs(2));
+    crate::store::write_atomic(&path, format!("{pid} {start_time}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// A live process other than this one whose standard output is `log`: a

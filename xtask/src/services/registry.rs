@@ -132,7 +132,7 @@ pub fn write_insecure_dropin(dir: &Path, location: SocketAddr) -> anyhow::Result
         return Ok(false);
     }
     std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, &content))
+        .and_then(|()| crate::store::write_atomic(&path, content.as_bytes()))
         .with_context(|| format!("writing the insecure-registry drop-in {} (needs root for /etc)", path.display()))?;
     Ok(true)
 }
@@ -252,7 +252,8 @@ fn ensure_local(lab: &Lab, store: &Store, run_dir: &Path, data: &Path) -> anyhow
     if std::fs::read_to_string(&config).ok().as_deref() != Some(content.as_str()) {
         // A changed address or port only takes effect on a fresh start.
         super::stop_process(store, "registry")?;
-        std::fs::write(&config, &content).with_context(|| format!("writing {}", config.display()))?;
+        crate::store::write_atomic(&config, content.as_bytes())
+            .with_context(|| format!("writing {}", config.display()))?;
     }
     let start = |log: &Path| tools::docker_registry::spawn(&config, log);
     let process = Process {
@@ -272,7 +273,7 @@ fn ensure_unit(lab: &Lab, data: &Path) -> anyhow::Result<Ensured> {
     let content = render_unit(&podman, listen_address(lab), data);
     let changed = std::fs::read_to_string(&path).ok().as_deref() != Some(content.as_str());
     if changed {
-        std::fs::write(&path, &content).with_context(|| format!("writing {}", path.display()))?;
+        crate::store::write_atomic(&path, content.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         tools::systemctl::daemon_reload()?;
     }
     let was_active = tools::systemctl::is_active(UNIT_NAME);

@@ -7,8 +7,6 @@
 //! digest), identical for identical inputs: a rebuild that changed nothing
 //! leaves the push and tag stages cached.
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
 use serde_json::json;
 
@@ -31,7 +29,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     tools::require("podman")?;
 
     let context = ctx.out.join("context");
-    copy_tree(&build.context, &context)?;
+    crate::store::copy_tree(&build.context, &context)?;
     let template = context.join(PAGE_TEMPLATE);
     if template.exists() {
         let text = std::fs::read_to_string(&template).with_context(|| format!("reading {}", template.display()))?;
@@ -142,21 +140,6 @@ fn line_of(template: &str, rest: &str, offset: usize) -> usize {
 
 fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    for entry in walkdir::WalkDir::new(from).sort_by_file_name() {
-        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
-        let target = to.join(entry.path().strip_prefix(from).unwrap_or(entry.path()));
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&target)?;
-        } else if entry.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target).with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 fn param<'a>(ctx: &'a StageCtx, name: &str) -> anyhow::Result<&'a str> {

@@ -591,8 +591,10 @@ fn tmp_path(path: &Path) -> PathBuf {
 }
 
 /// Replaces `path` with `bytes` so a reader sees the old or the new file,
-/// never a mix, and a crash leaves at most a temporary file behind.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// never a mix, and a crash leaves at most a temporary file behind (named
+/// so the store's cleanup finds it). The one atomic write of the product:
+/// run state, records and generated configs all go through it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = tmp_path(path);
     let result = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
@@ -601,6 +603,40 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result?;
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Copies `src` into `dest` (merging folders), keeping modes, owners and
+/// symlinks. Files are written fresh, never through an existing hardlink.
+pub fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    for entry in walkdir::WalkDir::new(src).min_depth(1) {
+        let entry = entry?;
+        let rel = entry.path().strip_prefix(src)?;
+        let target = dest.join(rel);
+        let meta = fs::symlink_metadata(entry.path())?;
+        if meta.file_type().is_symlink() {
+            let link = fs::read_link(entry.path())?;
+            if fs::symlink_metadata(&target).is_ok() {
+                fs::remove_file(&target).ok();
+            }
+            std::os::unix::fs::symlink(&link, &target)?;
+            std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
+            continue;
+        }
+        if meta.is_dir() {
+            fs::create_dir_all(&target)?;
+        } else {
+            if fs::symlink_metadata(&target).is_ok() {
+                fs::remove_file(&target)?;
+            }
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
+        }
+        std::os::unix::fs::chown(&target, Some(meta.uid()), Some(meta.gid()))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Processes edgelab leaves running (guest launchers) and ends by pid:
-//! starting this program again detached, checking a pid, killing it hard.
+//! Processes edgelab leaves running (guest launchers, services) and ends by
+//! pid: starting this program again detached, `/proc/PID/stat` read (the one
+//! reader of it), liveness, and signals through rustix.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,26 +28,77 @@ pub fn spawn_self_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
+/// What `/proc/PID/stat` says of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `R`, `S`, `D`, `Z`, ...
+    pub state: char,
+    /// User and system CPU time, in clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+    /// When it started, in clock ticks after boot (with the pid, its identity).
+    pub start_time: u64,
+}
+
+/// `/proc/PID/stat` read; `None` when there is no such process.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The fields of a stat line. The command name may hold spaces and
+/// parentheses; the fields follow the last ')'.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let number = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok());
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        utime: number(11)?,
+        stime: number(12)?,
+        start_time: number(19)?,
+    })
+}
+
+/// Clock ticks per second, the unit of `ProcStat`'s times.
+pub fn clock_ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second()
+}
+
 /// Whether `pid` is a live process (a zombie is not).
 pub fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])).unwrap_or(false),
-        Err(_) => false,
+    proc_stat(pid).is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
+}
+
+/// Sends `signal` to `pid`; a process already gone is not an error.
+fn signal(pid: u32, signal: rustix::process::Signal) -> anyhow::Result<()> {
+    let Some(target) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        anyhow::bail!("{pid} is not a process id");
+    };
+    match rustix::process::kill_process(target, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(err) => anyhow::bail!("signalling pid {pid}: {err}"),
     }
+}
+
+/// SIGTERM, for a process that should stop cleanly.
+pub fn terminate(pid: u32) -> anyhow::Result<()> {
+    signal(pid, rustix::process::Signal::TERM)
 }
 
 /// SIGKILL, like `virsh destroy` pulling the plug.
 pub fn kill_hard(pid: u32) -> anyhow::Result<()> {
-    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
-    let res = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    if res != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            anyhow::bail!("killing pid {pid}: {err}");
-        }
+    signal(pid, rustix::process::Signal::KILL)
+}
+
+/// SIGTERM, up to `grace` to end, then SIGKILL and a short wait for it to
+/// be gone (its sockets close, so a restart can bind them).
+pub fn stop(pid: u32, grace: Duration) {
+    terminate(pid).ok();
+    if wait_gone(pid, grace) {
+        return;
     }
-    Ok(())
+    kill_hard(pid).ok();
+    wait_gone(pid, Duration::from_secs(2));
 }
 
 /// Waits until `pid` is gone, at most `limit`.
@@ -59,4 +111,18 @@ pub fn wait_gone(pid: u32, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     !is_alive(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stat_lines_with_awkward_names() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 98765 1000 10 0 0";
+        let stat = super::parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.utime, stat.stime, stat.start_time), ('S', 7, 3, 98765));
+        assert!(super::parse_stat("4242 (short) S 1").is_none());
+        let me = super::proc_stat(std::process::id()).unwrap();
+        assert!(me.start_time > 0 && super::is_alive(std::process::id()));
+        assert!(super::clock_ticks_per_second() > 0);
+    }
 }

@@ -729,10 +729,8 @@ impl WeldrClient {
             return;
         };
         let path = dir.join("composes.json");
-        let tmp = dir.join(format!("composes.json.tmp.{}", std::process::id()));
         let written = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(records).unwrap_or_default()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|()| crate::store::write_atomic(&path, &serde_json::to_vec_pretty(records).unwrap_or_default()));
         if let Err(err) = written {
             tracing::warn!("could not record composes in {}: {err}", path.display());
         }

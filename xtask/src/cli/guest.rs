@@ -304,32 +304,31 @@ fn known_guest(session: &Session, name: &str) -> anyhow::Result<()> {
 
 /// The terminal in raw mode while it lives (keys go to the guest as typed).
 struct RawTerminal {
-    saved: Option<libc::termios>,
+    saved: Option<rustix::termios::Termios>,
 }
 
 impl RawTerminal {
     fn enter() -> RawTerminal {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a valid termios struct.
-        unsafe {
-            let mut term: libc::termios = std::mem::zeroed();
-            if libc::isatty(0) == 0 || libc::tcgetattr(0, &mut term) != 0 {
-                return RawTerminal { saved: None };
-            }
-            let saved = term;
-            libc::cfmakeraw(&mut term);
-            libc::tcsetattr(0, libc::TCSANOW, &term);
-            RawTerminal { saved: Some(saved) }
+        let stdin = std::io::stdin();
+        if !rustix::termios::isatty(&stdin) {
+            return RawTerminal { saved: None };
+        }
+        let Ok(saved) = rustix::termios::tcgetattr(&stdin) else {
+            return RawTerminal { saved: None };
+        };
+        let mut raw = saved.clone();
+        raw.make_raw();
+        match rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw) {
+            Ok(()) => RawTerminal { saved: Some(saved) },
+            Err(_) => RawTerminal { saved: None },
         }
     }
 }
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        if let Some(saved) = self.saved {
-            // SAFETY: restores the attributes read in `enter`.
-            unsafe {
-                libc::tcsetattr(0, libc::TCSANOW, &saved);
-            }
+        if let Some(saved) = &self.saved {
+            rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, saved).ok();
         }
     }
 }

@@ -206,20 +206,15 @@ pub fn copy_sparse(src: &Path, dest: &Path) -> anyhow::Result<()> {
     let tmp = dest.with_extension("partial");
     let mut output = fs::File::create(&tmp).with_context(what)?;
     output.set_len(len).with_context(what)?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&input);
-    let mut offset: i64 = 0;
+    let mut offset: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
-    while (offset as u64) < len {
-        // SAFETY: lseek on a file descriptor we own; it only moves the offset.
-        let data = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
-        if data < 0 {
+    while offset < len {
+        let Ok(data) = rustix::fs::seek(&input, rustix::fs::SeekFrom::Data(offset)) else {
             break; // no data after offset: the rest is a hole
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { len as i64 } else { hole };
-        input.seek(SeekFrom::Start(data as u64)).with_context(what)?;
-        output.seek(SeekFrom::Start(data as u64)).with_context(what)?;
+        };
+        let end = rustix::fs::seek(&input, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len);
+        input.seek(SeekFrom::Start(data)).with_context(what)?;
+        output.seek(SeekFrom::Start(data)).with_context(what)?;
         let mut left = (end - data) as usize;
         while left > 0 {
             let n = left.min(buf.len());
@@ -376,22 +371,14 @@ fn append(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// `chattr -i`: ostree marks each deployment's root folder immutable.
 fn clear_immutable(path: &Path) -> anyhow::Result<()> {
-    const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+    use rustix::fs::IFlags;
     let dir = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through a
-    // valid pointer on a descriptor we own.
-    unsafe {
-        if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) != 0 {
-            return Ok(()); // the file system has no such flags
-        }
-        if flags & FS_IMMUTABLE_FL != 0 {
-            flags &= !FS_IMMUTABLE_FL;
-            if libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags) != 0 {
-                bail!("clearing the immutable flag of {}: {}", path.display(), std::io::Error::last_os_error());
-            }
-        }
+    let Ok(flags) = rustix::fs::ioctl_getflags(&dir) else {
+        return Ok(()); // the file system has no such flags
+    };
+    if flags.contains(IFlags::IMMUTABLE) {
+        rustix::fs::ioctl_setflags(&dir, flags - IFlags::IMMUTABLE)
+            .with_context(|| format!("clearing the immutable flag of {}", path.display()))?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! removes exactly that, and a crashed run's leftovers are found by name and
 //! removed by the next `up`.
 
-use std::{os::fd::AsRawFd, path::Path};
+use std::{os::fd::AsFd, path::Path};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -169,11 +169,9 @@ pub fn within<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> anyhow::Res
         .with_context(|| format!("opening network namespace {} (is the lab network up?)", path.display()))?;
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                let err = std::io::Error::last_os_error();
-                return Err(anyhow::anyhow!("entering network namespace {netns}: {err}"));
-            }
+            // Only this thread moves: the namespace is the closure's alone.
+            rustix::thread::move_into_link_name_space(file.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+                .with_context(|| format!("entering network namespace {netns}"))?;
             Ok(f())
         });
         match worker.join() {

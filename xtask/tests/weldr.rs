@@ -598,7 +598,7 @@ fn request_for(
 ) -> ComposeRequest {
     ComposeRequest {
         image: image.into(),
-        blueprint: serde_json::to_value(blueprint).unwrap(),
+        blueprint: blueprint.clone(),
         ostree_ref: "rhel/8/x86_64/edge".into(),
         parent_commit: parent.map(str::to_string),
         parent_url: url.map(str::to_string),

@@ -158,7 +158,7 @@ fn compose(
         .unwrap_or(json!([]));
     let request = ComposeRequest {
         image: name.into(),
-        blueprint: serde_json::to_value(&composed)?,
+        blueprint: composed.clone(),
         ostree_ref: image.ostree_ref.clone(),
         parent_commit: parent_commit.map(str::to_string),
         parent_url: None,

@@ -24,7 +24,7 @@ pub struct ComposeRequest {
     /// The blueprint to compose, already validated and with the image's extra
     /// packages added and its version bumped (`blueprint.json` of the
     /// blueprint stage, adjusted by the compose stage).
-    pub blueprint: serde_json::Value,
+    pub blueprint: crate::blueprint::Blueprint,
     /// OSTree ref, e.g. `rhel/8/x86_64/edge`.
     pub ostree_ref: String,
     /// The parent commit (64 hex) when the image has a parent.

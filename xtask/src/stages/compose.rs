@@ -51,7 +51,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     };
     let request = ComposeRequest {
         image: name.clone(),
-        blueprint: serde_json::to_value(&composed)?,
+        blueprint: composed.clone(),
         ostree_ref: image.ostree_ref.clone(),
         parent_commit,
         parent_url,

@@ -8,161 +8,109 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, bail};
-use serde_json::Value;
-
 use super::workdir::remove_any;
-use crate::tools::chroot::Chroot;
+use crate::{
+    blueprint::{Blueprint, Locale, Owner, User, no_local_effect},
+    tools::chroot::Chroot,
+};
+use anyhow::{Context, bail};
 
-/// Applies the blueprint's customizations to the tree; returns what could
-/// not be applied (reported, never silently skipped).
-pub(super) fn apply_customizations(root: &Path, blueprint: &Value, epoch: i64) -> anyhow::Result<Vec<String>> {
-    let mut not_applied = Vec::new();
-    let Some(custom) = blueprint.get("customizations").and_then(Value::as_object) else {
-        return Ok(not_applied);
-    };
+/// Applies the blueprint's customizations to the tree; returns the keys it
+/// has no local effect for (`blueprint::no_local_effect`: reported, never
+/// silently skipped).
+pub(super) fn apply_customizations(root: &Path, blueprint: &Blueprint, epoch: i64) -> anyhow::Result<Vec<String>> {
+    let custom = &blueprint.customizations;
     // useradd dates the password change in /etc/shadow from SOURCE_DATE_EPOCH.
     let chroot = Chroot::new(root).with_source_date_epoch(epoch);
-    let list = |value: Option<&Value>| -> Vec<Value> { value.and_then(Value::as_array).cloned().unwrap_or_default() };
     // Groups and users before anything that may name them as owners.
-    let rank = |key: &str| ["group", "user", "sshkey"].iter().position(|first| *first == key).unwrap_or(3);
-    let mut entries: Vec<(&String, &Value)> = custom.iter().collect();
-    entries.sort_by_key(|(key, _)| rank(key));
-    for (key, value) in entries {
-        match key.as_str() {
-            "group" => {
-                for group in list(Some(value)) {
-                    let name = required_str(&group, "name", "customizations.group")?;
-                    let mut args = vec!["-f".to_string()];
-                    if let Some(gid) = group.get("gid").and_then(Value::as_i64) {
-                        args.extend(["-g".into(), gid.to_string()]);
-                    }
-                    args.push(name.to_string());
-                    chroot.run("groupadd", &args).with_context(|| format!("adding group {name}"))?;
-                }
+    for group in &custom.group {
+        let mut args = vec!["-f".to_string()];
+        if let Some(gid) = group.gid {
+            args.extend(["-g".into(), gid.to_string()]);
+        }
+        args.push(group.name.clone());
+        chroot.run("groupadd", &args).with_context(|| format!("adding group {}", group.name))?;
+    }
+    for user in &custom.user {
+        add_user(&chroot, user)?;
+    }
+    for entry in &custom.sshkey {
+        add_authorized_key(&chroot, &entry.user, &entry.key)?;
+    }
+    if let Some(services) = &custom.services {
+        for (names, verb) in
+            [(&services.enabled, "enable"), (&services.disabled, "disable"), (&services.masked, "mask")]
+        {
+            for name in names {
+                enable_service(&chroot, name, verb)?;
             }
-            "user" => {
-                for user in list(Some(value)) {
-                    add_user(&chroot, &user)?;
-                }
-            }
-            "sshkey" => {
-                for entry in list(Some(value)) {
-                    let user = required_str(&entry, "user", "customizations.sshkey")?;
-                    let key = required_str(&entry, "key", "customizations.sshkey")?;
-                    add_authorized_key(&chroot, user, key)?;
-                }
-            }
-            "services" => {
-                for (field, verb) in [("enabled", "enable"), ("disabled", "disable"), ("masked", "mask")] {
-                    for name in list(value.get(field)) {
-                        enable_service(&chroot, name.as_str().unwrap_or_default(), verb)?;
-                    }
-                }
-            }
-            "firewall" => {
-                // There is no firewalld on the guest: the list is recorded for
-                // the guest's own firewall setup to read.
-                let ports: Vec<String> =
-                    list(value.get("ports")).iter().filter_map(Value::as_str).map(str::to_string).collect();
-                let mut text = String::from("# Ports the blueprint opens (port:protocol), one per line.\n");
-                for port in &ports {
-                    text.push_str(port);
-                    text.push('\n');
-                }
-                write_replacing(&root.join("etc/edgelab/firewall-ports"), text.as_bytes(), 0o644)?;
-                let services: Vec<String> = list(value.get("services").and_then(|s| s.get("enabled")))
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect();
-                if !services.is_empty() {
-                    let text = format!("{}\n", services.join("\n"));
-                    write_replacing(&root.join("etc/edgelab/firewall-services"), text.as_bytes(), 0o644)?;
-                }
-            }
-            "hostname" => {
-                let name = value.as_str().unwrap_or_default();
-                write_replacing(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
-            }
-            "timezone" => {
-                if let Some(zone) = value.get("timezone").and_then(Value::as_str) {
-                    if !root.join("usr/share/zoneinfo").join(zone).exists() {
-                        bail!("customizations.timezone: unknown time zone `{zone}`");
-                    }
-                    let link = root.join("etc/localtime");
-                    remove_any(&link).ok();
-                    std::os::unix::fs::symlink(format!("/usr/share/zoneinfo/{zone}"), &link)
-                        .with_context(|| format!("linking {}", link.display()))?;
-                    write_replacing(&root.join("etc/timezone"), format!("{zone}\n").as_bytes(), 0o644)?;
-                }
-                if value.get("ntpservers").is_some() {
-                    not_applied.push("timezone.ntpservers (no chrony on the guest)".into());
-                }
-            }
-            "kernel" => {
-                if let Some(append) = value.get("append").and_then(Value::as_str) {
-                    // bootc's place for an image's kernel arguments; the
-                    // installer adds them when it deploys the commit.
-                    let kargs: Vec<&str> = append.split_whitespace().collect();
-                    let text = format!("kargs = {}\n", serde_json::to_string(&kargs)?);
-                    write_replacing(&root.join(KARGS_FILE), text.as_bytes(), 0o644)?;
-                }
-            }
-            "locale" => apply_locale(root, value)?,
-            "directories" => {
-                for dir in list(Some(value)) {
-                    let path = guest_path(required_str(&dir, "path", "customizations.directories")?)?;
-                    let target = root.join(&path);
-                    if dir.get("ensure_parents").and_then(Value::as_bool) == Some(true) {
-                        fs::create_dir_all(&target)
-                    } else if target.is_dir() {
-                        Ok(())
-                    } else {
-                        fs::create_dir(&target)
-                    }
-                    .with_context(|| format!("customizations.directories: creating {}", path.display()))?;
-                    if let Some(mode) = mode_of(&dir)? {
-                        set_mode(&target, mode)?;
-                    }
-                    set_owner(&chroot, &dir, &path)?;
-                }
-            }
-            "files" => {
-                for file in list(Some(value)) {
-                    let path = guest_path(required_str(&file, "path", "customizations.files")?)?;
-                    let data = file.get("data").and_then(Value::as_str).unwrap_or_default();
-                    write_replacing(&root.join(&path), data.as_bytes(), mode_of(&file)?.unwrap_or(0o644))?;
-                    set_owner(&chroot, &file, &path)?;
-                }
-            }
-            other => not_applied.push(format!("customizations.{other} (not supported by the local composer)")),
         }
     }
-    Ok(not_applied)
+    if let Some(name) = &custom.hostname {
+        write_replacing(&root.join("etc/hostname"), format!("{name}\n").as_bytes(), 0o644)?;
+    }
+    if let Some(zone) = custom.timezone.as_ref().and_then(|timezone| timezone.timezone.as_ref()) {
+        if !root.join("usr/share/zoneinfo").join(zone).exists() {
+            bail!("customizations.timezone: unknown time zone `{zone}`");
+        }
+        let link = root.join("etc/localtime");
+        remove_any(&link).ok();
+        std::os::unix::fs::symlink(format!("/usr/share/zoneinfo/{zone}"), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+        write_replacing(&root.join("etc/timezone"), format!("{zone}\n").as_bytes(), 0o644)?;
+    }
+    if let Some(append) = custom.kernel.as_ref().and_then(|kernel| kernel.append.as_ref()) {
+        // bootc's place for an image's kernel arguments; the installer adds
+        // them when it deploys the commit.
+        let kargs: Vec<&str> = append.split_whitespace().collect();
+        let text = format!("kargs = {}\n", serde_json::to_string(&kargs)?);
+        write_replacing(&root.join(KARGS_FILE), text.as_bytes(), 0o644)?;
+    }
+    if let Some(locale) = &custom.locale {
+        apply_locale(root, locale)?;
+    }
+    for dir in &custom.directories {
+        let path = guest_path(&dir.path)?;
+        let target = root.join(&path);
+        if dir.ensure_parents == Some(true) {
+            fs::create_dir_all(&target)
+        } else if target.is_dir() {
+            Ok(())
+        } else {
+            fs::create_dir(&target)
+        }
+        .with_context(|| format!("customizations.directories: creating {}", path.display()))?;
+        if let Some(mode) = mode_of(dir.mode.as_deref())? {
+            set_mode(&target, mode)?;
+        }
+        set_owner(&chroot, dir.user.as_ref(), dir.group.as_ref(), &path)?;
+    }
+    for file in &custom.files {
+        let path = guest_path(&file.path)?;
+        let data = file.data.as_deref().unwrap_or_default();
+        write_replacing(&root.join(&path), data.as_bytes(), mode_of(file.mode.as_deref())?.unwrap_or(0o644))?;
+        set_owner(&chroot, file.user.as_ref(), file.group.as_ref(), &path)?;
+    }
+    Ok(no_local_effect(blueprint).into_iter().map(|gap| format!("{} ({})", gap.key, gap.why)).collect())
 }
 
-pub(super) fn add_user(chroot: &Chroot, user: &Value) -> anyhow::Result<()> {
-    let name = required_str(user, "name", "customizations.user")?;
+pub(super) fn add_user(chroot: &Chroot, user: &User) -> anyhow::Result<()> {
+    let name = user.name.as_str();
     let mut args: Vec<String> = vec!["--create-home".into()];
-    if let Some(description) = user.get("description").and_then(Value::as_str) {
-        args.extend(["--comment".into(), description.into()]);
+    if let Some(description) = &user.description {
+        args.extend(["--comment".into(), description.clone()]);
     }
-    if let Some(password) = user.get("password").and_then(Value::as_str) {
+    if let Some(password) = &user.password {
         if !password.starts_with('$') {
             bail!("customizations.user {name}: the password must be a crypt(3) hash, never plaintext");
         }
-        args.extend(["--password".into(), password.into()]);
+        args.extend(["--password".into(), password.clone()]);
     }
-    if let Some(shell) = user.get("shell").and_then(Value::as_str) {
-        args.extend(["--shell".into(), shell.into()]);
-    } else {
-        args.extend(["--shell".into(), "/bin/bash".into()]);
-    }
-    if let Some(uid) = user.get("uid").and_then(Value::as_i64) {
+    args.extend(["--shell".into(), user.shell.clone().unwrap_or_else(|| "/bin/bash".into())]);
+    if let Some(uid) = user.uid {
         args.extend(["--uid".into(), uid.to_string()]);
     }
-    if let Some(gid) = user.get("gid").and_then(Value::as_i64) {
+    if let Some(gid) = user.gid {
         // The primary group by id: made, named after the user, when no
         // group has it yet (useradd would refuse an unknown gid).
         let gid = gid.to_string();
@@ -173,31 +121,26 @@ pub(super) fn add_user(chroot: &Chroot, user: &Value) -> anyhow::Result<()> {
         }
         args.extend(["--gid".into(), gid]);
     }
-    if let Some(home) = user.get("home").and_then(Value::as_str) {
-        args.extend(["--home-dir".into(), home.into()]);
+    if let Some(home) = &user.home {
+        args.extend(["--home-dir".into(), home.clone()]);
     }
-    let groups: Vec<String> = user
-        .get("groups")
-        .and_then(Value::as_array)
-        .map(|groups| groups.iter().filter_map(Value::as_str).map(str::to_string).collect())
-        .unwrap_or_default();
-    for group in &groups {
+    for group in &user.groups {
         // RHEL's `wheel` has no Debian twin; make the groups a blueprint names.
         chroot.run("groupadd", ["-f", group.as_str()]).with_context(|| format!("adding group {group}"))?;
     }
-    if !groups.is_empty() {
-        args.extend(["--groups".into(), groups.join(",")]);
+    if !user.groups.is_empty() {
+        args.extend(["--groups".into(), user.groups.join(",")]);
     }
     args.push(name.to_string());
     chroot.run("useradd", &args).with_context(|| format!("adding user {name}"))?;
-    if let Some(key) = user.get("key").and_then(Value::as_str) {
+    if let Some(key) = &user.key {
         add_authorized_key(chroot, name, key)?;
     }
-    if let Some(days) = user.get("expiredate").and_then(Value::as_i64) {
+    if let Some(days) = user.expiredate {
         let days = days.to_string();
         chroot.run("chage", ["-E", days.as_str(), name]).with_context(|| format!("expiring user {name}"))?;
     }
-    if user.get("force_password_reset").and_then(Value::as_bool) == Some(true) {
+    if user.force_password_reset == Some(true) {
         chroot.run("chage", ["-d", "0", name]).with_context(|| format!("forcing user {name}'s password reset"))?;
     }
     Ok(())
@@ -210,13 +153,13 @@ pub const KARGS_FILE: &str = "usr/lib/bootc/kargs.d/10-blueprint.toml";
 /// `customizations.locale`: the first language as the system's (systemd's
 /// /etc/locale.conf and Debian's /etc/default/locale), the keyboard as the
 /// console keymap.
-fn apply_locale(root: &Path, value: &Value) -> anyhow::Result<()> {
-    if let Some(language) = value.get("languages").and_then(Value::as_array).and_then(|list| list.first()) {
-        let text = format!("LANG={}\n", language.as_str().unwrap_or_default());
+fn apply_locale(root: &Path, locale: &Locale) -> anyhow::Result<()> {
+    if let Some(language) = locale.languages.first() {
+        let text = format!("LANG={language}\n");
         write_replacing(&root.join("etc/locale.conf"), text.as_bytes(), 0o644)?;
         write_replacing(&root.join("etc/default/locale"), text.as_bytes(), 0o644)?;
     }
-    if let Some(keyboard) = value.get("keyboard").and_then(Value::as_str) {
+    if let Some(keyboard) = &locale.keyboard {
         write_replacing(&root.join("etc/vconsole.conf"), format!("KEYMAP={keyboard}\n").as_bytes(), 0o644)?;
     }
     Ok(())
@@ -224,13 +167,13 @@ fn apply_locale(root: &Path, value: &Value) -> anyhow::Result<()> {
 
 /// A file's or folder's `user` and `group` (names or ids), by chown inside
 /// the tree so names resolve against its own passwd.
-fn set_owner(chroot: &Chroot, entry: &Value, path: &Path) -> anyhow::Result<()> {
-    let part = |key: &str| match entry.get(key) {
-        Some(Value::String(name)) => name.clone(),
-        Some(Value::Number(id)) => id.to_string(),
-        _ => String::new(),
+fn set_owner(chroot: &Chroot, user: Option<&Owner>, group: Option<&Owner>, path: &Path) -> anyhow::Result<()> {
+    let part = |owner: Option<&Owner>| match owner {
+        Some(Owner::Name(name)) => name.clone(),
+        Some(Owner::Id(id)) => id.to_string(),
+        None => String::new(),
     };
-    let (user, group) = (part("user"), part("group"));
+    let (user, group) = (part(user), part(group));
     if user.is_empty() && group.is_empty() {
         return Ok(());
     }
@@ -316,10 +259,6 @@ pub(super) fn host_keys_at_first_boot(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn required_str<'a>(value: &'a Value, field: &str, what: &str) -> anyhow::Result<&'a str> {
-    value.get(field).and_then(Value::as_str).with_context(|| format!("{what}: an entry without `{field}`: {value}"))
-}
-
 /// A guest path from a blueprint: absolute, without `..`; returned relative.
 pub(super) fn guest_path(path: &str) -> anyhow::Result<PathBuf> {
     let relative = path.strip_prefix('/').with_context(|| format!("`{path}` is not an absolute path"))?;
@@ -329,15 +268,12 @@ pub(super) fn guest_path(path: &str) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(relative))
 }
 
-pub(super) fn mode_of(entry: &Value) -> anyhow::Result<Option<u32>> {
-    match entry.get("mode") {
-        None => Ok(None),
-        Some(Value::String(text)) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
-            .map(Some)
-            .with_context(|| format!("mode `{text}` is not octal")),
-        Some(Value::Number(number)) => Ok(number.as_u64().map(|n| n as u32)),
-        Some(other) => bail!("mode {other} is neither a string nor a number"),
-    }
+/// An octal mode as the blueprint writes it (`"0644"`).
+pub(super) fn mode_of(mode: Option<&str>) -> anyhow::Result<Option<u32>> {
+    mode.map(|text| {
+        u32::from_str_radix(text.trim_start_matches("0o"), 8).with_context(|| format!("mode `{text}` is not octal"))
+    })
+    .transpose()
 }
 
 pub(super) fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

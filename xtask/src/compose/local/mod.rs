@@ -31,7 +31,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::{ComposeBackend, ComposeRequest, ComposeResult, tarball};
@@ -258,7 +258,7 @@ fn compose(
     clock.lap(&mut notes, "reshape");
 
     progress.note("committing");
-    let version = request.blueprint.get("version").and_then(Value::as_str).map(str::to_string);
+    let version = Some(request.blueprint.version.clone());
     let subject = format!("edgelab local compose of image {}", request.image);
     let stats = build_repo.commit(&CommitRequest {
         branch: &request.ostree_ref,

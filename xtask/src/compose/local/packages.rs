@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::blueprint::Blueprint;
+
 /// How the blueprint's packages became Debian packages.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PackagePlan {
@@ -28,19 +30,13 @@ pub struct PackagePlan {
 
 /// Maps blueprint packages through the lab's package map (JSON as the graph
 /// writes it: `[{"rpm": .., "debian": [..]} | {"rpm": .., "drop": reason}]`).
-pub fn plan_packages(blueprint: &Value, package_map: &Value) -> anyhow::Result<PackagePlan> {
+pub fn plan_packages(blueprint: &Blueprint, package_map: &Value) -> anyhow::Result<PackagePlan> {
     let mut plan = PackagePlan::default();
     let mut install = BTreeSet::new();
     let entries = package_map.as_array().map(Vec::as_slice).unwrap_or_default();
-    let packages = blueprint.get("packages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    for package in packages {
-        let Some(name) = package.get("name").and_then(Value::as_str) else {
-            bail!("blueprint package entry without a name: {package}");
-        };
-        if let Some(version) = package.get("version").and_then(Value::as_str)
-            && version != "*"
-            && !version.is_empty()
-        {
+    for package in &blueprint.packages {
+        let (name, version) = (package.name.as_str(), package.version.as_str());
+        if version != "*" && !version.is_empty() {
             plan.ignored.push(format!("version pin {name}-{version} (Debian versions differ; the archive's is used)"));
         }
         let entry = entries.iter().find(|entry| entry.get("rpm").and_then(Value::as_str) == Some(name));
@@ -63,13 +59,11 @@ pub fn plan_packages(blueprint: &Value, package_map: &Value) -> anyhow::Result<P
             }
         }
     }
-    for group in blueprint.get("groups").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-        let name = group.get("name").and_then(Value::as_str).unwrap_or("?");
-        plan.ignored.push(format!("package group {name} (RPM groups have no Debian equivalent)"));
+    for group in &blueprint.groups {
+        plan.ignored.push(format!("package group {} (RPM groups have no Debian equivalent)", group.name));
     }
-    for module in blueprint.get("modules").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-        let name = module.get("name").and_then(Value::as_str).unwrap_or("?");
-        plan.ignored.push(format!("module {name} (RPM modules have no Debian equivalent)"));
+    for module in &blueprint.modules {
+        plan.ignored.push(format!("module {} (RPM modules have no Debian equivalent)", module.name));
     }
     for name in &install {
         if !is_debian_package_name(name) {
@@ -182,16 +176,23 @@ mod tests {
 
     use super::*;
 
+    /// A blueprint as the blueprint stage writes it, from its JSON.
+    fn parsed(mut value: serde_json::Value) -> Blueprint {
+        value["name"] = json!("t");
+        value["version"] = json!("0.0.1");
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn maps_drops_and_keeps_packages() {
-        let blueprint = json!({
+        let blueprint = parsed(json!({
             "packages": [
                 {"name": "container-tools", "version": "*"},
                 {"name": "setroubleshoot-server", "version": "*"},
                 {"name": "jq", "version": "1.6"},
             ],
             "groups": [{"name": "core"}],
-        });
+        }));
         let map = json!([
             {"rpm": "container-tools", "debian": ["podman", "buildah", "skopeo"]},
             {"rpm": "setroubleshoot-server", "drop": "no SELinux"},
@@ -228,7 +229,7 @@ mod tests {
             }
         "#]]
         .assert_debug_eq(&plan);
-        let err = plan_packages(&json!({"packages": [{"name": "Bad_Name"}]}), &json!([])).unwrap_err();
+        let err = plan_packages(&parsed(json!({"packages": [{"name": "Bad_Name"}]})), &json!([])).unwrap_err();
         assert!(err.to_string().contains("Bad_Name"), "{err}");
     }
 

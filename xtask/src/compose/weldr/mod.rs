@@ -193,19 +193,18 @@ impl ComposeBackend for WeldrComposer {
 
     fn compose(&self, request: &ComposeRequest, out: &Path, progress: &Progress) -> anyhow::Result<ComposeResult> {
         let ostree = ostree_options(request)?;
-        let blueprint: Blueprint = serde_json::from_value(request.blueprint.clone())
-            .with_context(|| format!("image `{}`: the blueprint to compose is not a valid blueprint", request.image))?;
+        let blueprint = &request.blueprint;
         let client = WeldrClient::new(self.config.clone());
         let what = format!("image `{}` (blueprint {} {})", request.image, blueprint.name, blueprint.version);
 
         client.check_compose_type().with_context(|| format!("{what}: asking composer for its image types"))?;
-        client.push_blueprint(&blueprint).with_context(|| format!("{what}: pushing the blueprint"))?;
+        client.push_blueprint(blueprint).with_context(|| format!("{what}: pushing the blueprint"))?;
         let depsolved = client.depsolve(&blueprint.name).with_context(|| format!("{what}: depsolving"))?;
         progress.note(&format!("{what}: {} packages after depsolve", depsolved.len()));
 
-        let digest = request_digest(&blueprint, &ostree);
+        let digest = request_digest(blueprint, &ostree);
         let uuid = match client
-            .find_adoptable(&blueprint, &digest)
+            .find_adoptable(blueprint, &digest)
             .with_context(|| format!("{what}: reading the queue"))?
         {
             Some(entry) => {
@@ -215,7 +214,7 @@ impl ComposeBackend for WeldrComposer {
             }
             None => {
                 let uuid = client
-                    .start_compose(request, &blueprint, &ostree)
+                    .start_compose(request, blueprint, &ostree)
                     .with_context(|| format!("{what}: starting the compose"))?;
                 progress.note(&format!("{what}: compose {uuid} started"));
                 uuid

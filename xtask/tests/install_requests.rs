@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use edgelab::{
     guests::{installer, pull_server},
-    stages::repo::{DeltaPlan, generate_deltas},
+    stages::repo::{DeltaCache, DeltaPlan, generate_deltas},
     tools::ostree::Repo,
 };
 
@@ -31,7 +31,7 @@ fn an_install_pulls_through_the_from_scratch_delta() {
     let (served, v1) = image::served_copy(tmp.path());
     let repo = Repo::at(served.join("repo"));
     let plan = DeltaPlan { image: "v1".into(), parent: None, to: v1.clone(), from_scratch: true };
-    assert_eq!(generate_deltas(&repo, &[plan], &|_| {}).unwrap(), vec![v1.clone()]);
+    assert_eq!(generate_deltas(&repo, &[plan], &DeltaCache::none(), &|_| {}).unwrap(), vec![v1.clone()]);
     repo.update_summary().unwrap();
 
     let started = Instant::now();
@@ -69,7 +69,7 @@ fn an_install_pulls_through_the_from_scratch_delta() {
     let v2 = image::commit_on_top(&served.join("repo"), "v2", &[("usr/etc/edgelab-v2.txt", "v2\n")]);
     let plan =
         DeltaPlan { image: "v2".into(), parent: Some(("v1".into(), v1.clone())), to: v2.clone(), from_scratch: false };
-    generate_deltas(&repo, &[plan], &|_| {}).unwrap();
+    generate_deltas(&repo, &[plan], &DeltaCache::none(), &|_| {}).unwrap();
     repo.update_summary().unwrap();
     let started = Instant::now();
     let server = pull_server::start(&served, &tmp.path().join("upgrade.log")).unwrap();
@@ -126,4 +126,51 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .filter(|entry| entry.file_type().is_file())
         .map(|entry| entry.metadata().unwrap().len())
         .sum()
+}
+
+/// A second repo of the same commit takes its from-scratch delta from the
+/// delta cache instead of generating it, and an install pulls through the
+/// cached delta as through a generated one: the same handful of requests.
+#[test]
+fn a_cached_delta_serves_an_install_like_a_generated_one() {
+    let tmp = tempfile::Builder::new().prefix("edgelab-delta-cache-").tempdir_in("/var/tmp").unwrap();
+    let cache = DeltaCache::at(&tmp.path().join("cache"));
+    let notes = std::cell::RefCell::new(Vec::new());
+    let note = |line: &str| notes.borrow_mut().push(line.to_string());
+
+    let (first, v1) = image::served_copy(&tmp.path().join("a"));
+    let plan = DeltaPlan { image: "v1".into(), parent: None, to: v1.clone(), from_scratch: true };
+    generate_deltas(&Repo::at(first.join("repo")), std::slice::from_ref(&plan), &cache, &note).unwrap();
+    assert_eq!(notes.borrow().as_slice(), ["static delta from scratch -> v1"]);
+    assert!(tmp.path().join("cache").join(&v1).join("superblock").is_file(), "the delta was not kept");
+
+    let (second, same) = image::served_copy(&tmp.path().join("b"));
+    assert_eq!(same, v1);
+    let repo = Repo::at(second.join("repo"));
+    assert_eq!(generate_deltas(&repo, &[plan], &cache, &note).unwrap(), vec![v1.clone()]);
+    assert_eq!(notes.borrow()[1], "static delta from scratch -> v1 (from the delta cache)");
+    repo.update_summary().unwrap();
+    assert_eq!(
+        repo.static_delta_bytes(&v1).unwrap(),
+        Repo::at(first.join("repo")).static_delta_bytes(&v1).unwrap(),
+        "the cached delta differs from the generated one"
+    );
+
+    let server = pull_server::start(&second, &tmp.path().join("install.log")).unwrap();
+    let spec = installer::InstallSpec {
+        remote_url: "http://10.88.0.1:8000/repo/".into(),
+        pull_url: Some(format!("{}repo/", server.base_url)),
+        ostree_ref: image::OSTREE_REF.into(),
+        commit: Some(v1.clone()),
+        kargs: installer::default_kargs(),
+        config: installer::GuestConfig { hostname: "edge-cache".into(), ..Default::default() },
+    };
+    let installed = installer::install_sysroot(&spec, &tmp.path().join("sysroot")).unwrap();
+    let install = server.finish().counters;
+    assert_eq!(installed.commit, v1);
+    assert!(
+        install.requests <= MAX_INSTALL_REQUESTS,
+        "the install through the cached delta made {} requests, at most {MAX_INSTALL_REQUESTS} wanted",
+        install.requests
+    );
 }

@@ -94,7 +94,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         };
         plans.push(DeltaPlan { image: image.clone(), parent: from, to, from_scratch: installed.contains(image) });
     }
-    let mut deltas = generate_deltas(&repo, &plans, &|note| ctx.progress.note(note))?;
+    let cache = DeltaCache::for_store(ctx.store)?;
+    let mut deltas = generate_deltas(&repo, &plans, &cache, &|note| ctx.progress.note(note))?;
     let retained = retain_guest_commits(ctx, &repo, &commits)?;
     repo.update_summary()?;
     deltas.sort();
@@ -156,27 +157,128 @@ pub const INLINE_DELTA_BYTES: u64 = 8 << 20;
 /// the demo's image otherwise). The installer pulls through it
 /// (`guests::installer`); Anaconda's `ostreesetup` pulls into an empty
 /// repo, so it takes it too.
-pub fn generate_deltas(repo: &Repo, plans: &[DeltaPlan], note: &dyn Fn(&str)) -> anyhow::Result<Vec<String>> {
+pub fn generate_deltas(
+    repo: &Repo,
+    plans: &[DeltaPlan],
+    cache: &DeltaCache,
+    note: &dyn Fn(&str),
+) -> anyhow::Result<Vec<String>> {
     let mut deltas = Vec::new();
     for plan in plans {
         if plan.from_scratch {
-            note(&format!("static delta from scratch -> {}", plan.image));
-            repo.generate_delta(DeltaFrom::Empty, &plan.to, DeltaParts::Separate)
-                .with_context(|| format!("generating the from-scratch static delta of `{}`", plan.image))?;
-            deltas.push(plan.to.clone());
+            let name = plan.to.clone();
+            let what = || format!("generating the from-scratch static delta of `{}`", plan.image);
+            if cache.restore(repo, &name).with_context(what)? {
+                note(&format!("static delta from scratch -> {} (from the delta cache)", plan.image));
+            } else {
+                note(&format!("static delta from scratch -> {}", plan.image));
+                repo.generate_delta(DeltaFrom::Empty, &plan.to, DeltaParts::Separate).with_context(what)?;
+                cache.keep(repo, &name);
+            }
+            deltas.push(name);
         }
         let Some((parent, from)) = &plan.parent else { continue };
-        note(&format!("static delta {parent} -> {}", plan.image));
-        let what = || format!("generating the static delta from `{parent}` to `{}`", plan.image);
-        repo.generate_delta(DeltaFrom::Commit(from), &plan.to, DeltaParts::Separate).with_context(what)?;
         let name = format!("{from}-{}", plan.to);
+        let what = || format!("generating the static delta from `{parent}` to `{}`", plan.image);
+        if cache.restore(repo, &name).with_context(what)? {
+            note(&format!("static delta {parent} -> {} (from the delta cache)", plan.image));
+            deltas.push(name);
+            continue;
+        }
+        note(&format!("static delta {parent} -> {}", plan.image));
+        repo.generate_delta(DeltaFrom::Commit(from), &plan.to, DeltaParts::Separate).with_context(what)?;
         if repo.static_delta_bytes(&name).with_context(what)? <= INLINE_DELTA_BYTES {
             repo.delete_static_delta(&name).with_context(what)?;
             repo.generate_delta(DeltaFrom::Commit(from), &plan.to, DeltaParts::Inline).with_context(what)?;
         }
+        cache.keep(repo, &name);
         deltas.push(name);
     }
     Ok(deltas)
+}
+
+/// Static deltas already generated, by name (`FROM-TO`, or `TO` from
+/// scratch): a delta is determined by its two commits (and the parts rule
+/// above), so an unchanged image's deltas are copied, not computed again
+/// for minutes of LZMA, when a sibling image changes, a store is new, or a
+/// test builds the same commits again. A cache, not an input: no key
+/// depends on it, and a pull checks every object it applies. Entries are
+/// published by rename (a half-copied one is never seen); losing one only
+/// means generating it again.
+#[derive(Debug, Clone)]
+pub struct DeltaCache {
+    dir: Option<PathBuf>,
+}
+
+impl DeltaCache {
+    /// No cache: every delta generated (tests of generation itself).
+    pub fn none() -> DeltaCache {
+        DeltaCache { dir: None }
+    }
+
+    /// The cache in `dir`.
+    pub fn at(dir: &Path) -> DeltaCache {
+        DeltaCache { dir: Some(dir.to_path_buf()) }
+    }
+
+    /// The local world's build cache for `store` (beside the composer's
+    /// caches: `EDGELAB_COMPOSER_CACHE`, shared by several stores, or the
+    /// store's run state).
+    pub fn for_store(store: &Store) -> anyhow::Result<DeltaCache> {
+        let root = match std::env::var_os(super::compose::COMPOSER_CACHE_ENV).filter(|value| !value.is_empty()) {
+            Some(folder) => PathBuf::from(folder),
+            None => store.run_dir("composer")?,
+        };
+        Ok(DeltaCache::at(&root.join("static-deltas")))
+    }
+
+    /// Puts the cached delta `name` into `repo`; `Ok(false)` when the cache
+    /// has none.
+    fn restore(&self, repo: &Repo, name: &str) -> anyhow::Result<bool> {
+        let Some(entry) = self.dir.as_ref().map(|dir| dir.join(name)) else { return Ok(false) };
+        if !entry.is_dir() {
+            return Ok(false);
+        }
+        let target = repo.static_delta_dir(name)?;
+        std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+        link_or_copy_files(&entry, &target)?;
+        Ok(true)
+    }
+
+    /// Copies `repo`'s delta `name` into the cache; a failure is a warning.
+    fn keep(&self, repo: &Repo, name: &str) {
+        let Some(dir) = &self.dir else { return };
+        let kept = repo.static_delta_dir(name).and_then(|source| {
+            std::fs::create_dir_all(dir)?;
+            let partial = dir.join(format!(".{name}.partial.{}", std::process::id()));
+            std::fs::remove_dir_all(&partial).ok();
+            std::fs::create_dir(&partial)?;
+            link_or_copy_files(&source, &partial)?;
+            if std::fs::rename(&partial, dir.join(name)).is_err() {
+                // Another build kept the same delta first.
+                std::fs::remove_dir_all(&partial).ok();
+            }
+            Ok(())
+        });
+        if let Err(err) = kept {
+            tracing::warn!("could not keep static delta {name} in {}: {err:#}", dir.display());
+        }
+    }
+}
+
+/// The files of `from` (a delta: superblock and parts) in `to`, hard-linked
+/// where both are on one file system. ostree never rewrites a delta file.
+fn link_or_copy_files(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
+        let target = to.join(entry.file_name());
+        std::fs::remove_file(&target).ok();
+        if std::fs::hard_link(entry.path(), &target).is_err() {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Is every commit a guest of this store uses (and the store still holds)

@@ -307,6 +307,11 @@ impl Repo {
         Ok(bytes)
     }
 
+    /// The folder of the static delta `name` (`FROM-TO` or `TO`) in the repo.
+    pub fn static_delta_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        Ok(self.path.join("deltas").join(delta_dir(name)?))
+    }
+
     /// Deletes the static delta `name` (`FROM-TO` or `TO`).
     pub fn delete_static_delta(&self, name: &str) -> anyhow::Result<()> {
         self.cmd("static-delta").arg("delete").arg(name).run()?;

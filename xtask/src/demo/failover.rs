@@ -4,7 +4,7 @@
 //! good answer. Then starts the primary again and shows that it takes the
 //! VIP back (its VRRP priority is higher) and serves the page.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::bail;
 
@@ -25,6 +25,7 @@ pub fn steps(demo: &mut Demo) -> anyhow::Result<()> {
     })?;
 
     let destroyed = Instant::now();
+    let destroyed_at = SystemTime::now();
     demo.step(&format!("destroy {primary}"), "its qemu killed with SIGKILL", |demo| {
         demo.destroy(&primary)?;
         match demo.is_running(&primary) {
@@ -41,6 +42,12 @@ pub fn steps(demo: &mut Demo) -> anyhow::Result<()> {
         demo.wait_vip_on(&backup, Duration::from_secs(30))
     })?;
     demo.step_runs_app(&format!("{backup} started its own container"), &backup)?;
+    // The failover's first part: VRRP's takeover (the rest is the first
+    // request reaching the backup and its container starting).
+    match demo.vrrp_master_since(&backup, destroyed_at) {
+        Ok(seconds) => demo.measure("vrrp_takeover_s", seconds),
+        Err(err) => eprintln!("failover: no VRRP takeover time from {backup}'s journal: {err:#}"),
+    }
 
     let restarted = Instant::now();
     demo.step(&format!("start {primary} again"), "its launcher boots it from its own disk", |demo| {

@@ -16,7 +16,7 @@ pub mod upgrade;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, bail};
@@ -161,6 +161,29 @@ impl<'a> Demo<'a> {
         }
     }
 
+    /// Seconds from `since` (host clock) to the last time keepalived on
+    /// `guest` entered MASTER state, read from the guest's journal and put
+    /// on the host's clock by the guest's own `date` (read in the same call,
+    /// so the error is about half the shell's round trip).
+    pub fn vrrp_master_since(&self, guest: &str, since: SystemTime) -> anyhow::Result<f64> {
+        let unix = |time: SystemTime| time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let asked = SystemTime::now();
+        let text = self.guest_ok(
+            guest,
+            "date +%s.%N; journalctl -u keepalived -o short-unix --no-pager | grep 'Entering MASTER STATE' | tail -n 1",
+            Duration::from_secs(30),
+        )?;
+        let answered = SystemTime::now();
+        let mut lines = text.lines();
+        let guest_now: f64 = lines.next().and_then(|line| line.trim().parse().ok()).context("no `date` answer")?;
+        let master_at: f64 = lines
+            .next()
+            .and_then(|line| line.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("keepalived on {guest} never entered MASTER state"))?;
+        let offset = guest_now - (unix(asked) + unix(answered)) / 2.0;
+        Ok(master_at - offset - unix(since))
+    }
+
     /// Runs `command` as the lab user (its podman, its systemd manager).
     pub fn user_sh(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<shell::Output> {
         let user = &self.lab().kickstart.user;
@@ -185,11 +208,16 @@ impl<'a> Demo<'a> {
     /// connect timeout is short (a SYN to a guest that just died is lost);
     /// the answer may take long (a container starting under TCG).
     pub fn get_vip(&self, port: u16, timeout: Duration) -> anyhow::Result<String> {
+        self.get_vip_within(port, Duration::from_secs(2), timeout)
+    }
+
+    /// A GET on the VIP whose connection must be made within `connect`
+    /// (the rest of the answer within `timeout`).
+    fn get_vip_within(&self, port: u16, connect: Duration, timeout: Duration) -> anyhow::Result<String> {
         let vip = netns::segment(self.lab()).vip.addr;
         let url = format!("http://{vip}:{port}/");
         netns::in_lab_if_up(self.lab(), || {
-            let agent =
-                ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2).min(timeout)).timeout(timeout).build();
+            let agent = ureq::AgentBuilder::new().timeout_connect(connect.min(timeout)).timeout(timeout).build();
             let response = agent.get(&url).call().with_context(|| format!("GET {url}"))?;
             response.into_string().with_context(|| format!("reading {url}"))
         })?
@@ -201,11 +229,18 @@ impl<'a> Demo<'a> {
     }
 
     /// Polls the VIP until it serves `want`; returns the seconds it took.
+    /// Each try gives up connecting after 0.5 s and the next follows 0.25 s
+    /// later: the lab segment answers a SYN in milliseconds (systemd holds
+    /// the app's socket even while no container runs), so a moved or
+    /// returned VIP is seen within about 0.75 s, not after TCP's SYN
+    /// retransmission backoff (1, 3, 7 s) or a long connect timeout.
     pub fn wait_page(&self, want: Page, timeout: Duration) -> anyhow::Result<f64> {
         let started = Instant::now();
-        wait_for(timeout, Duration::from_millis(500), || match self.page()? {
-            page if page == want => Ok(Some(started.elapsed().as_secs_f64())),
-            page => bail!("the VIP serves {page:?}"),
+        wait_for(timeout, Duration::from_millis(250), || {
+            match Page::of(&self.get_vip_within(APP_PORT, Duration::from_millis(500), Duration::from_secs(120))?)? {
+                page if page == want => Ok(Some(started.elapsed().as_secs_f64())),
+                page => bail!("the VIP serves {page:?}"),
+            }
         })
     }
 

@@ -612,6 +612,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     for entry in walkdir::WalkDir::new(src).min_depth(1) {
         let entry = entry?;
         let rel = entry.path().strip_prefix(src)?;

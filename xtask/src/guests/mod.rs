@@ -324,12 +324,20 @@ pub fn destroy(store: &Store, name: &str) -> anyhow::Result<bool> {
             killed = true;
         }
     }
-    // The launcher may have started a qemu after we read its pid.
+    // The launcher may have started a qemu after we read its pid, or its
+    // record of the pid may have been lost: any process still running on
+    // this guest's disk (qemu's `-drive` names it) goes too.
     if let Some(state_now) = load_state(&dir)
         && let Some(pid) = state_now.qemu_pid
         && tools::process::is_alive(pid)
     {
         tools::process::kill_hard(pid)?;
+        killed = true;
+    }
+    let disk = dir.join("disk.img").display().to_string();
+    for pid in tools::process::with_arg_containing(&disk) {
+        tools::process::kill_hard(pid)?;
+        tools::process::wait_gone(pid, Duration::from_secs(10));
         killed = true;
     }
     for pid in [state.launcher_pid, state.qemu_pid].into_iter().flatten() {

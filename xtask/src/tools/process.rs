@@ -69,6 +69,24 @@ pub fn is_alive(pid: u32) -> bool {
     proc_stat(pid).is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
 }
 
+/// Live processes other than this one with an argument that contains
+/// `needle` (a path unique to what they work on).
+pub fn with_arg_containing(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let found = cmdline
+                .split(|byte| *byte == 0)
+                .any(|part| part.windows(needle.len().max(1)).any(|window| window == needle.as_bytes()));
+            (pid != me && found && is_alive(pid)).then_some(pid)
+        })
+        .collect()
+}
+
 /// Sends `signal` to `pid`; a process already gone is not an error.
 fn signal(pid: u32, signal: rustix::process::Signal) -> anyhow::Result<()> {
     let Some(target) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
@@ -124,5 +142,19 @@ mod tests {
         let me = super::proc_stat(std::process::id()).unwrap();
         assert!(me.start_time > 0 && super::is_alive(std::process::id()));
         assert!(super::clock_ticks_per_second() > 0);
+    }
+
+    #[test]
+    fn finds_a_process_by_an_argument() {
+        let needle = format!("/tmp/edgelab-with-arg-{}", std::process::id());
+        // sh keeps the extra argument as its $0 while it waits for sleep.
+        let mut child =
+            std::process::Command::new("sh").args(["-c", "sleep 30", &format!("{needle}/disk.img")]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let found = super::with_arg_containing(&needle);
+        child.kill().ok();
+        child.wait().ok();
+        assert_eq!(found, vec![child.id()]);
+        assert!(super::with_arg_containing(&format!("{needle}-none")).is_empty());
     }
 }

@@ -36,14 +36,7 @@ fn an_install_pulls_through_the_from_scratch_delta() {
 
     let started = Instant::now();
     let server = pull_server::start(&served, &tmp.path().join("install.log")).unwrap();
-    let spec = installer::InstallSpec {
-        remote_url: "http://10.88.0.1:8000/repo/".into(),
-        pull_url: Some(format!("{}repo/", server.base_url)),
-        ostree_ref: image::OSTREE_REF.into(),
-        commit: Some(v1.clone()),
-        kargs: installer::default_kargs(),
-        config: installer::GuestConfig { hostname: "edge-test".into(), ..Default::default() },
-    };
+    let spec = install_spec(&server.base_url, &v1, "edge-test");
     let sysroot = tmp.path().join("sysroot");
     let installed = installer::install_sysroot(&spec, &sysroot).unwrap();
     let install = server.finish().counters;
@@ -157,14 +150,7 @@ fn a_cached_delta_serves_an_install_like_a_generated_one() {
     );
 
     let server = pull_server::start(&second, &tmp.path().join("install.log")).unwrap();
-    let spec = installer::InstallSpec {
-        remote_url: "http://10.88.0.1:8000/repo/".into(),
-        pull_url: Some(format!("{}repo/", server.base_url)),
-        ostree_ref: image::OSTREE_REF.into(),
-        commit: Some(v1.clone()),
-        kargs: installer::default_kargs(),
-        config: installer::GuestConfig { hostname: "edge-cache".into(), ..Default::default() },
-    };
+    let spec = install_spec(&server.base_url, &v1, "edge-cache");
     let installed = installer::install_sysroot(&spec, &tmp.path().join("sysroot")).unwrap();
     let install = server.finish().counters;
     assert_eq!(installed.commit, v1);
@@ -173,4 +159,17 @@ fn a_cached_delta_serves_an_install_like_a_generated_one() {
         "the install through the cached delta made {} requests, at most {MAX_INSTALL_REQUESTS} wanted",
         install.requests
     );
+}
+
+/// An install of `commit` through the pull server at `base_url`, as the lab
+/// host's guests make it.
+fn install_spec(base_url: &str, commit: &str, hostname: &str) -> installer::InstallSpec {
+    installer::InstallSpec {
+        remote_url: "http://10.88.0.1:8000/repo/".into(),
+        pull_url: Some(format!("{base_url}repo/")),
+        ostree_ref: image::OSTREE_REF.into(),
+        commit: Some(commit.to_string()),
+        kargs: installer::default_kargs(),
+        config: installer::GuestConfig { hostname: hostname.into(), ..Default::default() },
+    }
 }

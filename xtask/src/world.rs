@@ -27,10 +27,20 @@ pub trait Guests: Sync {
     fn programs(&self) -> &'static [&'static str];
     /// The guests' part of `lab up`.
     fn up(&self, session: &Session, reinstall: &[String]) -> Result<()>;
-    /// The guests' part of `lab down`.
-    fn down(&self, session: &Session) -> Result<()>;
-    fn start(&self, session: &Session, name: &str) -> Result<()>;
-    fn destroy(&self, session: &Session, name: &str) -> Result<()>;
+    /// The guests' part of `lab down`: every running guest destroyed.
+    fn down(&self, session: &Session) -> Result<()> {
+        for guest in &session.lab.guests {
+            if self.destroy(session, &guest.name)? {
+                println!("guest {}: destroyed", guest.name);
+            }
+        }
+        Ok(())
+    }
+    /// Starts the guest; `Ok(false)` when it was already running.
+    fn start(&self, session: &Session, name: &str) -> Result<bool>;
+    /// Stops the guest as hard as `virsh destroy`; `Ok(false)` when it was
+    /// not running.
+    fn destroy(&self, session: &Session, name: &str) -> Result<bool>;
     /// The guest's serial console, attached to the terminal.
     fn console(&self, session: &Session, name: &str) -> Result<()>;
     /// The guests' lines of `lab status`.

@@ -68,34 +68,15 @@ impl crate::world::Guests for LocalGuests {
         Ok(())
     }
 
-    fn down(&self, session: &Session) -> anyhow::Result<()> {
-        for guest in &session.lab.guests {
-            if guests::destroy(&session.store, &guest.name)? {
-                println!("guest {}: destroyed", guest.name);
-            }
-        }
-        Ok(())
-    }
-
-    fn start(&self, session: &Session, name: &str) -> anyhow::Result<()> {
+    fn start(&self, session: &Session, name: &str) -> anyhow::Result<bool> {
         let segment = netns::segment(&session.lab);
         netns::up(&session.store, &segment)?;
         guests::prepare(&session.lab, &session.store, &session.current()?, name, false)?;
-        if guests::start(&session.store, name, &launcher_args(session, name))? {
-            println!("guest {name}: started");
-        } else {
-            println!("guest {name}: already running");
-        }
-        Ok(())
+        guests::start(&session.store, name, &launcher_args(session, name))
     }
 
-    fn destroy(&self, session: &Session, name: &str) -> anyhow::Result<()> {
-        if guests::destroy(&session.store, name)? {
-            println!("guest {name}: destroyed");
-        } else {
-            println!("guest {name}: not running");
-        }
-        Ok(())
+    fn destroy(&self, session: &Session, name: &str) -> anyhow::Result<bool> {
+        guests::destroy(&session.store, name)
     }
 
     fn console(&self, session: &Session, name: &str) -> anyhow::Result<()> {
@@ -173,14 +154,22 @@ pub fn network_down(session: &Session) -> anyhow::Result<()> {
 pub fn start(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
-    crate::world::guests(&session.lab).start(&session, name)
+    match crate::world::guests(&session.lab).start(&session, name)? {
+        true => println!("guest {name}: started"),
+        false => println!("guest {name}: already running"),
+    }
+    Ok(())
 }
 
 /// `guest destroy NAME`.
 pub fn destroy(global: &Global, name: &str) -> anyhow::Result<()> {
     let session = Session::load(global)?;
     known_guest(&session, name)?;
-    crate::world::guests(&session.lab).destroy(&session, name)
+    match crate::world::guests(&session.lab).destroy(&session, name)? {
+        true => println!("guest {name}: destroyed"),
+        false => println!("guest {name}: not running"),
+    }
+    Ok(())
 }
 
 /// `guest console NAME`.

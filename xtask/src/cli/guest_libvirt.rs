@@ -54,32 +54,13 @@ impl crate::world::Guests for LibvirtGuests {
         Ok(())
     }
 
-    /// Every running guest destroyed (its domain and disk are kept).
-    fn down(&self, session: &Session) -> anyhow::Result<()> {
-        for guest in &session.lab.guests {
-            if libvirt::destroy(&session.lab, &session.store, &guest.name)? {
-                println!("guest {}: destroyed", guest.name);
-            }
-        }
-        Ok(())
+    fn start(&self, session: &Session, name: &str) -> anyhow::Result<bool> {
+        libvirt::start(&session.lab, &session.store, name)
     }
 
-    fn start(&self, session: &Session, name: &str) -> anyhow::Result<()> {
-        if libvirt::start(&session.lab, &session.store, name)? {
-            println!("guest {name}: started");
-        } else {
-            println!("guest {name}: already running");
-        }
-        Ok(())
-    }
-
-    fn destroy(&self, session: &Session, name: &str) -> anyhow::Result<()> {
-        if libvirt::destroy(&session.lab, &session.store, name)? {
-            println!("guest {name}: destroyed");
-        } else {
-            println!("guest {name}: not running");
-        }
-        Ok(())
+    /// Its domain and disk are kept.
+    fn destroy(&self, session: &Session, name: &str) -> anyhow::Result<bool> {
+        libvirt::destroy(&session.lab, &session.store, name)
     }
 
     fn console(&self, session: &Session, name: &str) -> anyhow::Result<()> {

@@ -231,8 +231,7 @@ struct PidRecord {
 
 impl PidRecord {
     fn is_alive(&self) -> bool {
-        process::is_alive(self.pid)
-            && process::proc_stat(self.pid).is_some_and(|stat| stat.start_time == self.start_time)
+        process::proc_stat(self.pid).is_some_and(|stat| stat.is_live() && stat.start_time == self.start_time)
     }
 }
 
@@ -255,12 +254,9 @@ fn write_pid(run_dir: &Path, pid: u32) -> anyhow::Result<()> {
 /// service edgelab started, whatever became of its pid record.
 fn orphan_writing(log: &Path) -> Option<u32> {
     let log = std::fs::canonicalize(log).ok()?;
-    let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stdout = std::fs::read_link(entry.path().join("fd/1")).ok()?;
-        (pid != me && stdout == log && process::is_alive(pid)).then_some(pid)
-    })
+    process::live_others(|proc_dir| std::fs::read_link(proc_dir.join("fd/1")).is_ok_and(|stdout| stdout == log))
+        .first()
+        .copied()
 }
 
 /// Fails when something else listens on the service's address. A process

@@ -103,11 +103,18 @@ pub const COMPOSER_CACHE_ENV: &str = "EDGELAB_COMPOSER_CACHE";
 /// the store's run state (or `EDGELAB_COMPOSER_CACHE`), so a second compose
 /// reuses them. They are caches, not inputs: no key depends on them.
 pub fn local_backend(store: &Store) -> anyhow::Result<Box<dyn ComposeBackend>> {
-    let cache = match std::env::var_os(COMPOSER_CACHE_ENV).filter(|value| !value.is_empty()) {
-        Some(folder) => std::path::PathBuf::from(folder),
+    Ok(Box::new(crate::compose::local::LocalComposer::new(local_build_cache(store)?)))
+}
+
+/// The local world's build caches for `store`: `EDGELAB_COMPOSER_CACHE`
+/// when it names a folder (shared by several stores), else the store's
+/// `run/composer`. The composer's packages and bases, and the repo stage's
+/// static deltas, live there.
+pub fn local_build_cache(store: &Store) -> anyhow::Result<PathBuf> {
+    Ok(match std::env::var_os(COMPOSER_CACHE_ENV).filter(|value| !value.is_empty()) {
+        Some(folder) => PathBuf::from(folder),
         None => store.run_dir("composer")?,
-    };
-    Ok(Box::new(crate::compose::local::LocalComposer::new(cache)))
+    })
 }
 
 /// Extracts the edge-commit tarball beside itself (`compose.json`, `repo/`)

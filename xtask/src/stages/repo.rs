@@ -225,11 +225,7 @@ impl DeltaCache {
     /// caches: `EDGELAB_COMPOSER_CACHE`, shared by several stores, or the
     /// store's run state).
     pub fn for_store(store: &Store) -> anyhow::Result<DeltaCache> {
-        let root = match std::env::var_os(super::compose::COMPOSER_CACHE_ENV).filter(|value| !value.is_empty()) {
-            Some(folder) => PathBuf::from(folder),
-            None => store.run_dir("composer")?,
-        };
-        Ok(DeltaCache::at(&root.join("static-deltas")))
+        Ok(DeltaCache::at(&super::compose::local_build_cache(store)?.join("static-deltas")))
     }
 
     /// Puts the cached delta `name` into `repo`; `Ok(false)` when the cache

@@ -298,7 +298,7 @@ impl Repo {
     /// The bytes of a static delta's files (superblock and parts) as the
     /// repo holds them; the name is `FROM-TO`, or `TO` for a from-scratch one.
     pub fn static_delta_bytes(&self, name: &str) -> anyhow::Result<u64> {
-        let dir = self.path.join("deltas").join(delta_dir(name)?);
+        let dir = self.static_delta_dir(name)?;
         let mut bytes = 0;
         for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;

@@ -64,27 +64,39 @@ pub fn clock_ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second()
 }
 
-/// Whether `pid` is a live process (a zombie is not).
-pub fn is_alive(pid: u32) -> bool {
-    proc_stat(pid).is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
+impl ProcStat {
+    /// Running or sleeping: not a zombie, not dead.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X')
+    }
 }
 
-/// Live processes other than this one with an argument that contains
-/// `needle` (a path unique to what they work on).
-pub fn with_arg_containing(needle: &str) -> Vec<u32> {
+/// Whether `pid` is a live process (a zombie is not).
+pub fn is_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|stat| stat.is_live())
+}
+
+/// Live processes other than this one whose `/proc/PID` folder satisfies
+/// `test` (the one walk over /proc).
+pub fn live_others(test: impl Fn(&Path) -> bool) -> Vec<u32> {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let found = cmdline
-                .split(|byte| *byte == 0)
-                .any(|part| part.windows(needle.len().max(1)).any(|window| window == needle.as_bytes()));
-            (pid != me && found && is_alive(pid)).then_some(pid)
+            (pid != me && test(&entry.path()) && is_alive(pid)).then_some(pid)
         })
         .collect()
+}
+
+/// Live processes other than this one with an argument that contains
+/// `needle` (a path unique to what they work on).
+pub fn with_arg_containing(needle: &str) -> Vec<u32> {
+    live_others(|proc_dir| {
+        let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        cmdline.split(|byte| *byte == 0).any(|arg| String::from_utf8_lossy(arg).contains(needle))
+    })
 }
 
 /// Sends `signal` to `pid`; a process already gone is not an error.

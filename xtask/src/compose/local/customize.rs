@@ -8,12 +8,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::{Context, bail};
+
 use super::workdir::remove_any;
 use crate::{
     blueprint::{Blueprint, Locale, Owner, User, no_local_effect},
     tools::chroot::Chroot,
 };
-use anyhow::{Context, bail};
 
 /// Applies the blueprint's customizations to the tree; returns the keys it
 /// has no local effect for (`blueprint::no_local_effect`: reported, never
@@ -91,7 +92,13 @@ pub(super) fn apply_customizations(root: &Path, blueprint: &Blueprint, epoch: i6
         write_replacing(&root.join(&path), data.as_bytes(), mode_of(file.mode.as_deref())?.unwrap_or(0o644))?;
         set_owner(&chroot, file.user.as_ref(), file.group.as_ref(), &path)?;
     }
-    Ok(no_local_effect(blueprint).into_iter().map(|gap| format!("{} ({})", gap.key, gap.why)).collect())
+    // The blueprint's other keys without local effect (groups, modules,
+    // distro, ...) are the package plan's to report, not a customization.
+    Ok(no_local_effect(blueprint)
+        .into_iter()
+        .filter(|gap| gap.key.starts_with("customizations."))
+        .map(|gap| format!("{} ({})", gap.key, gap.why))
+        .collect())
 }
 
 pub(super) fn add_user(chroot: &Chroot, user: &User) -> anyhow::Result<()> {

@@ -393,9 +393,14 @@ impl TestLab {
             .args(["guest", "run-launcher", "edge-test"])
             .spawn_logged(&dir.join("launcher.err"))
             .unwrap();
-        let mut state = guests::load_state(&dir).unwrap();
-        state.launcher_pid = Some(child.id());
-        guests::save_state(&dir, &state).unwrap();
+        // The launcher records its own pid (a write here could race its
+        // first record and lose one of the two: then `guests::destroy`
+        // missed the launcher, which booted again and never ended).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while guests::load_state(&dir).is_none_or(|state| state.launcher_pid != Some(child.id())) {
+            assert!(Instant::now() < deadline, "the launcher did not record its pid within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         child
     }
 

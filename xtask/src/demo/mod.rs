@@ -16,7 +16,7 @@ pub mod upgrade;
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -161,29 +161,6 @@ impl<'a> Demo<'a> {
         }
     }
 
-    /// Seconds from `since` (host clock) to the last time keepalived on
-    /// `guest` entered MASTER state, read from the guest's journal and put
-    /// on the host's clock by the guest's own `date` (read in the same call,
-    /// so the error is about half the shell's round trip).
-    pub fn vrrp_master_since(&self, guest: &str, since: SystemTime) -> anyhow::Result<f64> {
-        let unix = |time: SystemTime| time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-        let asked = SystemTime::now();
-        let text = self.guest_ok(
-            guest,
-            "date +%s.%N; journalctl -u keepalived -o short-unix --no-pager | grep 'Entering MASTER STATE' | tail -n 1",
-            Duration::from_secs(30),
-        )?;
-        let answered = SystemTime::now();
-        let mut lines = text.lines();
-        let guest_now: f64 = lines.next().and_then(|line| line.trim().parse().ok()).context("no `date` answer")?;
-        let master_at: f64 = lines
-            .next()
-            .and_then(|line| line.split_whitespace().next()?.parse().ok())
-            .with_context(|| format!("keepalived on {guest} never entered MASTER state"))?;
-        let offset = guest_now - (unix(asked) + unix(answered)) / 2.0;
-        Ok(master_at - offset - unix(since))
-    }
-
     /// Runs `command` as the lab user (its podman, its systemd manager).
     pub fn user_sh(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<shell::Output> {
         let user = &self.lab().kickstart.user;
@@ -241,6 +218,23 @@ impl<'a> Demo<'a> {
                 page if page == want => Ok(Some(started.elapsed().as_secs_f64())),
                 page => bail!("the VIP serves {page:?}"),
             }
+        })
+    }
+
+    /// Polls until a TCP connection to the VIP's app port is accepted; the
+    /// instant it was. systemd holds the app's socket on whichever guest
+    /// holds the VIP, so after a failover this is VRRP's takeover (and the
+    /// host learning the VIP's new MAC) on the host's clock, before any
+    /// container starts. The connection counts as the first request: it
+    /// starts the backup's container.
+    pub fn wait_vip_accepts(&self, timeout: Duration) -> anyhow::Result<Instant> {
+        let vip = std::net::SocketAddr::from((netns::segment(self.lab()).vip.addr, APP_PORT));
+        wait_for(timeout, Duration::from_millis(50), || {
+            netns::in_lab_if_up(self.lab(), || {
+                std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(250))
+                    .map(|_| Some(Instant::now()))
+                    .with_context(|| format!("connecting to {vip}"))
+            })?
         })
     }
 

@@ -94,6 +94,7 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
     log(&format!("accelerator {} ({})", accel.accel.as_str(), accel.reason));
     loop {
         let mut state = load_state(dir).context("the guest's guest.json is missing")?;
+        state.launcher_pid = Some(std::process::id());
         state.accel = Some(accel.accel);
         state.accel_reason = Some(accel.reason.clone());
         save_state(dir, &state)?;

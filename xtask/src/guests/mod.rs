@@ -21,7 +21,7 @@ pub mod shell;
 
 use std::{
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
@@ -300,15 +300,29 @@ pub fn launcher_args(lab: &Lab, store: &Store, name: &str) -> Vec<String> {
 /// and its global options).
 pub fn start(store: &Store, name: &str, launcher_args: &[String]) -> anyhow::Result<bool> {
     let dir = guest_dir(store, name)?;
-    let mut state = load_state(&dir).with_context(|| format!("guest {name} is not installed: run `lab up`"))?;
+    let state = load_state(&dir).with_context(|| format!("guest {name} is not installed: run `lab up`"))?;
     if is_running(&state) {
         return Ok(false);
     }
     let pid = tools::process::spawn_self_detached(launcher_args, &dir.join("launcher.log"))?;
-    state.launcher_pid = Some(pid);
-    save_state(&dir, &state)?;
-    Ok(true)
+    // The launcher records its own pid in guest.json (one writer while it
+    // runs: a record written here after the spawn could clobber the qemu
+    // pid the launcher had already written). Wait until it has.
+    let deadline = Instant::now() + LAUNCHER_START;
+    loop {
+        if load_state(&dir).is_some_and(|now| now.launcher_pid == Some(pid)) {
+            return Ok(true);
+        }
+        if !tools::process::is_alive(pid) || Instant::now() >= deadline {
+            tools::process::kill_hard(pid).ok();
+            bail!("guest {name}'s launcher did not start{}", crate::services::log_tail(&dir.join("launcher.log")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
+
+/// How long a launcher may take to record its pid.
+const LAUNCHER_START: Duration = Duration::from_secs(30);
 
 /// Kills the guest as hard as `virsh destroy`: the launcher first (so it
 /// does not boot the guest again), then qemu, both with SIGKILL.

@@ -174,6 +174,14 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
                     console_len = len;
                     last_output = Instant::now();
                 }
+                // A KVM that stalls the vCPU prints nothing (seen here: 101 s
+                // of silence, then "KVM internal error"): the host's fault.
+                if let Some(fault) = kvm_stalled(accel.accel, started.elapsed(), console_len > console_start) {
+                    child.kill().ok();
+                    child.wait().ok();
+                    host_fault = Some(fault);
+                    break None;
+                }
                 // The console is read again only when it grew.
                 let verdict = if printed { boot::verdict(&read_from(&console_log, console_start)) } else { None };
                 if let Some(verdict) = verdict {
@@ -200,7 +208,7 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
 
         if let Some(fault) = host_fault {
             log(&format!(
-                "qemu reported a fault of {} after {seconds:.1}s: \"{fault}\" (see {}); the host's, not the guest's: \
+                "{} faulted after {seconds:.1}s: \"{fault}\" (see {}); the host's, not the guest's: \
                  this boot is no attempt of {}",
                 accel.accel.as_str(),
                 qemu_log.display(),
@@ -301,14 +309,24 @@ fn set_qemu_pid(dir: &Path, pid: Option<u32>) -> anyhow::Result<()> {
     save_state(dir, &state)
 }
 
-/// A `boots.jsonl` line: written when the guest gives its verdict (so a
-/// healthy guest that keeps running is on record), or when a boot ends
-/// without one.
 /// A boot that printed nothing at all this long after qemu started hangs
 /// before or in the kernel (seen under TCG: about one boot in thirty).
 const SILENT_START: Duration = Duration::from_secs(120);
 /// A boot whose console stayed silent this long before a verdict hangs.
 const SILENT_GAP: Duration = Duration::from_secs(300);
+
+/// Under KVM the kernel prints its banner within a second or two of
+/// qemu's start, even on a loaded host; a console still empty after this
+/// long is a stalled accelerator, not a slow guest.
+const KVM_SILENT_START: Duration = Duration::from_secs(15);
+
+/// The host fault a silent boot under `accel` shows, if it does: KVM
+/// with nothing on the console `KVM_SILENT_START` after qemu started.
+/// (Under TCG a silent start is the guest's hang: `no_verdict_yet`.)
+fn kvm_stalled(accel: Accel, running: Duration, printed: bool) -> Option<String> {
+    (accel == Accel::Kvm && !printed && running > KVM_SILENT_START)
+        .then(|| format!("nothing on the console {}s after qemu started under KVM", KVM_SILENT_START.as_secs()))
+}
 
 /// Why a boot without a health verdict yet is stopped, if it is: it ran
 /// past `timeout`, or it hangs (silent), as a hardware watchdog would reset it.
@@ -379,6 +397,10 @@ mod tests {
     fn a_silent_or_overlong_boot_is_stopped() {
         let secs = Duration::from_secs;
         let timeout = secs(600);
+        assert_eq!(kvm_stalled(Accel::Kvm, secs(10), false), None);
+        assert_eq!(kvm_stalled(Accel::Kvm, secs(60), true), None);
+        assert_eq!(kvm_stalled(Accel::Tcg, secs(60), false), None);
+        assert!(kvm_stalled(Accel::Kvm, secs(16), false).unwrap().contains("under KVM"));
         assert_eq!(no_verdict_yet(secs(60), timeout, false, secs(60)), None);
         assert!(no_verdict_yet(secs(121), timeout, false, secs(121)).unwrap().contains("nothing on the console"));
         assert_eq!(no_verdict_yet(secs(280), timeout, true, secs(200)), None);

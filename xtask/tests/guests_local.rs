@@ -408,14 +408,8 @@ impl TestLab {
             .args(["guest", "run-launcher", "edge-test"])
             .spawn_logged(&dir.join("launcher.err"))
             .unwrap();
-        // The launcher records its own pid (a write here could race its
-        // first record and lose one of the two: then `guests::destroy`
-        // missed the launcher, which booted again and never ended).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while guests::load_state(&dir).is_none_or(|state| state.launcher_pid != Some(child.id())) {
-            assert!(Instant::now() < deadline, "the launcher did not record its pid within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // The launcher records its own pid; nothing here writes guest.json.
+        guests::wait_for_launcher(&dir, child.id(), &dir.join("launcher.err")).unwrap();
         child
     }
 
@@ -506,9 +500,8 @@ impl Drop for TestLab {
 }
 
 /// A folder whose `qemu-system-x86_64` is the stand-in for qemu on a host
-/// whose KVM faults (tests/support/fake_qemu_kvm_fault.sh).
-/// A PATH folder whose qemu-system-x86_64 is the KVM-fault stand-in,
-/// silent for `stall` seconds before the fault when given.
+/// whose KVM faults (tests/support/fake_qemu_kvm_fault.sh), silent for
+/// `stall` seconds before the fault when given.
 fn fake_qemu_dir(dir: &Path, stall: Option<u64>) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_qemu_kvm_fault.sh");
     let bin = dir.join("fake-qemu-bin");

@@ -304,18 +304,28 @@ pub fn start(store: &Store, name: &str, launcher_args: &[String]) -> anyhow::Res
     if is_running(&state) {
         return Ok(false);
     }
-    let pid = tools::process::spawn_self_detached(launcher_args, &dir.join("launcher.log"))?;
-    // The launcher records its own pid in guest.json (one writer while it
-    // runs: a record written here after the spawn could clobber the qemu
-    // pid the launcher had already written). Wait until it has.
+    let log = dir.join("launcher.log");
+    let pid = tools::process::spawn_self_detached(launcher_args, &log)?;
+    wait_for_launcher(&dir, pid, &log).with_context(|| format!("starting guest {name}"))?;
+    Ok(true)
+}
+
+/// Waits until the launcher `pid` (logging to `log`) has recorded itself
+/// in `dir`'s guest.json. The launcher is the one writer of that file
+/// while it runs: a record written by whoever spawned it could clobber the
+/// qemu pid the launcher had already written, or lose the launcher's pid
+/// (then `destroy` misses the launcher, which boots the guest again). A
+/// launcher that ends or takes longer than `LAUNCHER_START` is killed and
+/// reported with its log's last lines.
+pub fn wait_for_launcher(dir: &Path, pid: u32, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + LAUNCHER_START;
     loop {
-        if load_state(&dir).is_some_and(|now| now.launcher_pid == Some(pid)) {
-            return Ok(true);
+        if load_state(dir).is_some_and(|now| now.launcher_pid == Some(pid)) {
+            return Ok(());
         }
         if !tools::process::is_alive(pid) || Instant::now() >= deadline {
             tools::process::kill_hard(pid).ok();
-            bail!("guest {name}'s launcher did not start{}", crate::services::log_tail(&dir.join("launcher.log")));
+            bail!("the launcher did not record its pid within {LAUNCHER_START:?}{}", crate::services::log_tail(log));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

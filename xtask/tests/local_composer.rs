@@ -346,7 +346,9 @@ fn same_inputs_compose_the_same_commit() {
     assert!(!build_repo.path_exists(&v1.commit, "/usr/etc/ssh/ssh_host_ed25519_key").unwrap());
     assert!(build_repo.path_exists(&v1.commit, "/usr/etc/ssh/sshd_config").unwrap());
     let unit = build_repo.cat(&v1.commit, "/usr/etc/systemd/system/edgelab-ssh-keygen.service").unwrap();
-    assert!(unit.contains("ssh-keygen -A") && unit.contains("Before=ssh.service"), "{unit}");
+    assert!(unit.contains("ssh-keygen -q -t ed25519") && unit.contains("Before=ssh.service"), "{unit}");
+    let host_key = build_repo.cat(&v1.commit, "/usr/etc/ssh/sshd_config.d/edgelab-host-key.conf").unwrap();
+    assert!(host_key.contains("HostKey /etc/ssh/ssh_host_ed25519_key"), "{host_key}");
     assert!(
         build_repo
             .path_exists(&v1.commit, "/usr/etc/systemd/system/multi-user.target.wants/edgelab-ssh-keygen.service")

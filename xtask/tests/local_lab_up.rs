@@ -4,7 +4,9 @@
 //! pre-seeded with the warm composer cache when there is one
 //! (/var/tmp/edgelab-test-cache/composer; cold otherwise, ~10 more minutes).
 //! Asserts the summary, that the VIP answers the v1 page from inside the
-//! lab's namespace, and that `lab down` removes the namespace. A guard runs
+//! lab's namespace, that a second `lab up` runs nothing, and that `lab down`
+//! removes the namespace. (A forced recompose keeping what follows cached is
+//! `local_store_current`'s, on a lab without guests.) A guard runs
 //! `lab down` however the test ends. Needs root, qemu, ostree, mmdebstrap,
 //! podman and docker-registry (`cargo xtask test` installs them). The file
 //! is named so cargo runs it after `local_composer`, whose cache it reuses.
@@ -136,20 +138,6 @@ fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
     assert!(second.status.success(), "second lab up failed:\n{}\n{}", second.stdout, second.stderr);
     assert!(!second.stdout.contains(" ran "), "a second lab up ran stages:\n{}", second.stdout);
     eprintln!("second lab up took {:?}", again.elapsed());
-
-    // A forced recompose of v1 makes the same commit (the local composer is
-    // reproducible), so the served repo and the installs stay cached.
-    let rebuilt = lab.xtask(&["lab", "up", "--rebuild", "compose v1"], Duration::from_secs(1200));
-    assert!(rebuilt.status.success(), "lab up --rebuild failed:\n{}\n{}", rebuilt.stdout, rebuilt.stderr);
-    let row = |stage: &str| {
-        let rows: Vec<&str> = rebuilt.stdout.lines().filter(|line| line.starts_with(&format!("{stage}  "))).collect();
-        assert_eq!(rows.len(), 1, "`{stage}` has {} rows (one run each):\n{}", rows.len(), rebuilt.stdout);
-        rows[0].split_whitespace().collect::<Vec<_>>().join(" ")
-    };
-    assert!(row("compose v1").contains("rebuilt") && row("compose v1").contains("same output"), "{}", rebuilt.stdout);
-    for stage in ["compose v2", "repo served", "install edge-device-1", "install edge-device-2"] {
-        assert!(row(stage).contains("cached"), "{stage} was not cached after --rebuild:\n{}", rebuilt.stdout);
-    }
 
     let down = lab.xtask(&["lab", "down"], Duration::from_secs(120));
     assert!(down.status.success(), "lab down failed:\n{}\n{}", down.stdout, down.stderr);

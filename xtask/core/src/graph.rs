@@ -304,8 +304,9 @@ pub fn build(lab: &Lab) -> Graph {
             .collect();
         stages.push(Stage {
             id: StageId::new(StageKind::Compose, image.name.clone()),
-            // 2: the local composer's own initramfs (guest/local/initramfs).
-            schema: 2,
+            // 2: the local composer's own initramfs (guest/local/initramfs);
+            // 3: one Ed25519 SSH host key made at first boot.
+            schema: 3,
             backend: compose_backend,
             params: params([
                 ("image", json!(image.name)),

@@ -51,6 +51,14 @@ pub const TEST_ONLY: &[Program] = &[
     Program { name: "curl", debian: Some("curl"), rhel: Some("curl"), pip: None, version_args: &["--version"] },
     Program { name: "chattr", debian: Some("e2fsprogs"), rhel: Some("e2fsprogs"), pip: None, version_args: &[] },
     Program { name: "mmd", debian: Some("mtools"), rhel: Some("mtools"), pip: None, version_args: &[] },
+    // The app's httpd is tested under systemd's socket-activation protocol.
+    Program {
+        name: "systemd-socket-activate",
+        debian: Some("systemd"),
+        rhel: Some("systemd"),
+        pip: None,
+        version_args: &["--version"],
+    },
     // The ssh channel's test runs a real sshd in a network namespace.
     Program {
         name: "sshd",

@@ -9,10 +9,18 @@
 //!
 //! Usage: `httpd [--address ADDR] [--port PORT] [--root DIR]`; the port may
 //! also come from `HTTPD_PORT`. Defaults: 0.0.0.0, 80, /var/www/html.
+//!
+//! Socket activation: when systemd passed one listening socket
+//! (`LISTEN_FDS=1` and `LISTEN_PID` this process, as podman sets them for a
+//! container's PID 1), httpd serves on that socket (fd 3) and ignores
+//! `--address` and `--port`. The guest's unit runs the container so: the
+//! first request on the VIP starts it, and the container needs no network
+//! of its own (`--network=none`), so nothing forwards its connections.
 
 use std::{
     io::{BufRead, BufReader, Write},
     net::{TcpListener, TcpStream},
+    os::fd::{FromRawFd, RawFd},
     path::{Component, Path, PathBuf},
     time::Duration,
 };
@@ -33,16 +41,52 @@ fn main() {
         }
     };
     exit_cleanly_on_sigterm();
-    let listener = match TcpListener::bind((config.address.as_str(), config.port)) {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("httpd: cannot listen on {}:{}: {err}", config.address, config.port);
-            std::process::exit(1);
+    let listen_fds = std::env::var("LISTEN_FDS").ok();
+    let listen_pid = std::env::var("LISTEN_PID").ok();
+    let listener = match activated_socket(listen_fds.as_deref(), listen_pid.as_deref(), std::process::id()) {
+        Ok(Some(fd)) => {
+            // SAFETY: systemd (through podman) passed this fd open, and
+            // nothing else in this process owns it.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            // A wrong fd 3 (another kind of socket) must end the container, so
+            // that systemd starts it again, not leave the VIP's connections
+            // queued while accept fails forever.
+            match listener.local_addr() {
+                Ok(addr) => {
+                    eprintln!("httpd: serving {} on the socket systemd passed (fd {fd}, {addr})", config.root.display())
+                }
+                Err(err) => {
+                    eprintln!("httpd: fd {fd} (LISTEN_FDS) is not a TCP socket: {err}");
+                    std::process::exit(1);
+                }
+            }
+            listener
+        }
+        Ok(None) => match TcpListener::bind((config.address.as_str(), config.port)) {
+            Ok(listener) => {
+                eprintln!("httpd: serving {} on {}:{}", config.root.display(), config.address, config.port);
+                listener
+            }
+            Err(err) => {
+                eprintln!("httpd: cannot listen on {}:{}: {err}", config.address, config.port);
+                std::process::exit(1);
+            }
+        },
+        Err(message) => {
+            eprintln!("httpd: {message}");
+            std::process::exit(2);
         }
     };
-    eprintln!("httpd: serving {} on {}:{}", config.root.display(), config.address, config.port);
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let stream = match stream {
+            Ok(stream) => stream,
+            // Not listening (or not a socket): no later accept succeeds.
+            Err(err) if matches!(err.raw_os_error(), Some(EINVAL | ENOTSOCK | EBADF)) => {
+                eprintln!("httpd: cannot accept connections: {err}");
+                std::process::exit(1);
+            }
+            Err(_) => continue,
+        };
         let root = config.root.clone();
         std::thread::spawn(move || serve(stream, &root));
     }
@@ -67,6 +111,25 @@ fn parse_args(args: Vec<String>, env_port: Option<String>) -> Result<Config, Str
         }
     }
     Ok(config)
+}
+
+/// The first fd of systemd's socket-activation protocol.
+const SD_LISTEN_FDS_START: RawFd = 3;
+
+/// The listening socket systemd passed, from `LISTEN_FDS` and `LISTEN_PID`
+/// (sd_listen_fds(3)): `None` when none was passed to this process, an error
+/// when more than the one socket httpd can serve was.
+fn activated_socket(fds: Option<&str>, pid: Option<&str>, own_pid: u32) -> Result<Option<RawFd>, String> {
+    let (Some(fds), Some(pid)) = (fds, pid) else { return Ok(None) };
+    if pid.parse::<u32>().ok() != Some(own_pid) {
+        return Ok(None);
+    }
+    match fds.parse::<u32>() {
+        Ok(0) => Ok(None),
+        Ok(1) => Ok(Some(SD_LISTEN_FDS_START)),
+        Ok(n) => Err(format!("systemd passed {n} sockets (LISTEN_FDS={n}); httpd serves one")),
+        Err(_) => Err(format!("LISTEN_FDS `{fds}` is not a number")),
+    }
 }
 
 fn serve(mut stream: TcpStream, root: &Path) {
@@ -149,6 +212,10 @@ fn content_type(path: &Path) -> &'static str {
 }
 
 const SIGTERM: i32 = 15;
+// Linux's errno values for the accept errors no retry cures.
+const EBADF: i32 = 9;
+const EINVAL: i32 = 22;
+const ENOTSOCK: i32 = 88;
 
 unsafe extern "C" {
     fn signal(signum: i32, handler: usize) -> usize;
@@ -182,6 +249,16 @@ mod tests {
         assert_eq!(resolve(&root, "/sub"), None);
         assert_eq!(resolve(&root, "relative"), None);
         std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn a_socket_passed_to_this_process_is_fd_3() {
+        assert_eq!(activated_socket(Some("1"), Some("1"), 1), Ok(Some(3)));
+        assert_eq!(activated_socket(Some("1"), Some("42"), 1), Ok(None), "passed to another process");
+        assert_eq!(activated_socket(None, None, 1), Ok(None));
+        assert_eq!(activated_socket(Some("0"), Some("1"), 1), Ok(None));
+        assert!(activated_socket(Some("2"), Some("1"), 1).unwrap_err().contains("2 sockets"));
+        assert!(activated_socket(Some("x"), Some("1"), 1).is_err());
     }
 
     #[test]

@@ -226,20 +226,26 @@ pub(super) fn enable_service(chroot: &Chroot, name: &str, verb: &str) -> anyhow:
     Ok(())
 }
 
-/// The unit that makes a device's SSH host keys on its first boot, before
-/// sshd starts (as RHEL's sshd-keygen does).
+/// The unit that makes a device's SSH host key on its first boot, before
+/// sshd starts (as RHEL's sshd-keygen does). One Ed25519 key: `ssh-keygen
+/// -A` also makes a 3072-bit RSA key, which took 26 s of a first boot under
+/// TCG, on the way to `multi-user.target`.
 pub(super) const SSH_KEYGEN_UNIT: &str = "[Unit]
-Description=Generate this device's SSH host keys (an image ships none)
+Description=Generate this device's SSH host key (an image ships none)
 Before=ssh.service
 ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+ExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N \"\" -f /etc/ssh/ssh_host_ed25519_key
 
 [Install]
 WantedBy=multi-user.target
 ";
+
+/// The host key sshd loads (Debian's sshd_config includes sshd_config.d).
+const SSHD_HOST_KEY: &str =
+    "# edgelab: the one host key the device makes on its first boot.\nHostKey /etc/ssh/ssh_host_ed25519_key\n";
 
 /// openssh-server's install made host keys: random, so no two composes
 /// would be the same, and every device of the image would share them.
@@ -256,6 +262,8 @@ pub(super) fn host_keys_at_first_boot(root: &Path) -> anyhow::Result<()> {
             remove_any(&path)?;
         }
     }
+    // sshd looks for the key types it was built with; it loads only the one.
+    write_replacing(&ssh.join("sshd_config.d/edgelab-host-key.conf"), SSHD_HOST_KEY.as_bytes(), 0o644)?;
     let unit = "edgelab-ssh-keygen.service";
     write_replacing(&root.join("etc/systemd/system").join(unit), SSH_KEYGEN_UNIT.as_bytes(), 0o644)?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");

@@ -103,22 +103,7 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
         let mut counter = load_counter(dir);
         let choice = boot::choose(&entries, &mut counter).context("the guest's disk has no boot entries")?;
         save_counter(dir, &counter)?;
-        let vcpus = match (accel.accel, state.tcg_vcpus) {
-            (Accel::Tcg, Some(fewer)) => fewer,
-            _ => state.vcpus,
-        };
-        log(&format!(
-            "booting {} ({}) with {}, {vcpus} vCPU{}{}",
-            choice.entry.title,
-            choice.reason,
-            accel.accel.as_str(),
-            if vcpus == 1 { "" } else { "s" },
-            if vcpus < state.vcpus {
-                format!(" (lab.kdl: {}; under TCG each guest gets its share of the host's cores)", state.vcpus)
-            } else {
-                String::new()
-            }
-        ));
+        log(&format!("booting {} ({}) with {}", choice.entry.title, choice.reason, accel.accel.as_str()));
 
         let kernel = dir.join("boot/vmlinuz");
         let initrd = dir.join("boot/initrd.img");
@@ -141,7 +126,7 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
         let machine = Machine {
             accel: accel.accel,
             memory_mib: state.memory_mib,
-            vcpus,
+            vcpus: state.vcpus,
             kernel,
             initrd,
             append,

@@ -57,21 +57,6 @@ pub struct GuestState {
     pub accel: Option<Accel>,
     #[serde(default)]
     pub accel_reason: Option<String>,
-    /// vCPUs under TCG, when fewer than `vcpus` (`tcg_vcpus`).
-    #[serde(default)]
-    pub tcg_vcpus: Option<u32>,
-}
-
-/// The vCPUs a guest gets under TCG: lab.kdl's count, but no more than its
-/// share of the host's cores (at least one). Each TCG vCPU is a host thread
-/// emulating a CPU flat out; with more vCPU threads than cores, the guests
-/// take turns and pay TCG's cross-vCPU costs (TLB flushes, IPIs, atomics)
-/// besides. Measured with `cargo xtask bench boot --accel tcg`, both guests
-/// booting at once on 2 cores: median 43.5 s to a verdict with 2 vCPUs
-/// each, 32.7 s with 1. KVM runs lab.kdl's count.
-pub fn tcg_vcpus(lab_vcpus: u32, host_cpus: usize, lab_guests: usize) -> u32 {
-    let share = u32::try_from(host_cpus / lab_guests.max(1)).unwrap_or(u32::MAX).max(1);
-    lab_vcpus.min(share).max(1)
 }
 
 /// One line of `boots.jsonl`, per boot.
@@ -282,9 +267,6 @@ pub fn prepare(
     state.name = name.to_string();
     state.memory_mib = guest.memory_mib;
     state.vcpus = guest.vcpus;
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let tcg = tcg_vcpus(guest.vcpus, host_cpus, lab.guests.len());
-    state.tcg_vcpus = (tcg < guest.vcpus).then_some(tcg);
     state.netns = Some(segment.netns.clone());
     state.tap = port.map(|port| port.tap.clone());
     state.mac = port.map(|port| port.mac.clone());
@@ -406,19 +388,5 @@ pub fn forget_disk(store: &Store, name: &str) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(err).with_context(|| format!("removing guest {name}'s disk")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tcg_vcpus;
-
-    #[test]
-    fn tcg_gives_each_guest_its_share_of_the_cores() {
-        assert_eq!(tcg_vcpus(2, 2, 2), 1, "two guests on two cores");
-        assert_eq!(tcg_vcpus(2, 8, 2), 2, "lab.kdl's count when the host has the cores");
-        assert_eq!(tcg_vcpus(4, 6, 2), 3);
-        assert_eq!(tcg_vcpus(2, 1, 3), 1, "never below one");
-        assert_eq!(tcg_vcpus(2, 4, 0), 2, "no guests counted");
     }
 }

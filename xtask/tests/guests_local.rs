@@ -108,6 +108,24 @@ fn a_passing_health_check_keeps_the_new_deployment() {
     let next = boot::choose(&entries, &mut counter).unwrap();
     assert_eq!((short(&next.deployment), next.fallback), (short(&v2), false));
     assert_eq!(entries.len(), 2, "v2 and v1 both stay deployed");
+    // systemd-update-done's stamp (edgelab-update-done.service): the next
+    // boot of v2 skips the ConditionNeedsUpdate= units (systemd-sysusers).
+    let disk = lab.guest_dir().join("disk.img");
+    let etc = format!("/ostree/deploy/{}/deploy/{v2}.0/etc", installer::OS_NAME);
+    let stamps: Vec<String> = edgelab::tools::debugfs::list_dir(&disk, &etc)
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.name)
+        .filter(|name| name == ".updated")
+        .collect();
+    assert_eq!(stamps, vec![".updated".to_string()], "no /etc/.updated in v2's deployment after its healthy boot");
+    // The generators the install stage masks are masked in the guest.
+    let generators = edgelab::tools::debugfs::list_dir(&disk, &format!("{etc}/systemd/system-generators")).unwrap();
+    assert_eq!(
+        generators.len(),
+        edgelab::stages::install::MASKED_GENERATORS.len(),
+        "masked generators in v2's /etc: {generators:?}"
+    );
 }
 
 /// A host whose KVM runs the probe's boot sector but faults under a real
@@ -316,7 +334,7 @@ impl TestLab {
                 hostname: "edge-test".into(),
                 user: Some(installer::User { name: "core".into(), password_hash: None }),
                 trees: vec![local_guest_tree(self.dir())],
-                enable: vec!["edgelab-greenboot.service".into()],
+                enable: vec!["edgelab-greenboot.service".into(), "edgelab-update-done.service".into()],
                 network: None,
                 configure_script: None,
             },
@@ -517,14 +535,7 @@ fn fake_qemu_dir(dir: &Path, stall: Option<u64>) -> PathBuf {
 fn local_guest_tree(dir: &Path) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("guest/local");
     let tree = dir.join("local-tree");
-    for (sub, dest) in [("bin", "etc/edgelab/bin"), ("units", "etc/systemd/system")] {
-        let dest = tree.join(dest);
-        std::fs::create_dir_all(&dest).unwrap();
-        for entry in std::fs::read_dir(source.join(sub)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
-        }
-    }
+    edgelab::stages::install::lay_out_local_tree(&source, &tree).unwrap();
     tree
 }
 

@@ -406,7 +406,8 @@ pub fn build(lab: &Lab) -> Graph {
         if guest_world.installs_disks() && !lab.images.is_empty() {
             stages.push(Stage {
                 id: StageId::new(StageKind::Install, guest.name.clone()),
-                schema: 1,
+                // 2: unused systemd generators masked.
+                schema: 2,
                 backend: guests_backend,
                 params: params([
                     ("guest", json!(guest.name)),

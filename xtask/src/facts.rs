@@ -1,5 +1,6 @@
-//! Gathering Facts: the digests of every file the graph's stages read and the
-//! identity of every tool they run. This is the I/O half of planning; the plan
+//! Gathering Facts: the digests of every file the graph's stages read, the
+//! identity of every tool they run, and the run state they depend on (where
+//! `image promote` pointed a channel). This is the I/O half of planning; the plan
 //! itself (`plan.rs`) is pure. Unchanged files come from the stat cache.
 
 use std::collections::BTreeSet;
@@ -36,6 +37,12 @@ pub fn gather(graph: &Graph, store: &Store, cache: &mut StatCache) -> anyhow::Re
         facts.tool_ids.insert(program.to_string(), tools::identity(program, &mut ids));
     }
     save_identity_cache(store, &ids);
+    let names: BTreeSet<&String> = graph.stages.iter().flat_map(|stage| stage.state.iter()).collect();
+    for name in names {
+        if let Some(value) = crate::stages::publish::state_fact(store, name) {
+            facts.state.insert(name.clone(), value);
+        }
+    }
     let stats =
         GatherStats { n_files_hashed: cache.n_hashed, n_cache_hits: cache.n_hits, bytes_hashed: cache.bytes_hashed };
     Ok((facts, stats))

@@ -35,8 +35,9 @@ enum Command {
     /// Prepare this RHEL host (packages, services, firewall, bridge); prints the plan first.
     #[command(subcommand)]
     Host(HostCommand),
-    /// Compose an image (`image v2 --parent`), show one (`image info v1`), or
-    /// compare two (`image diff v1 v2`).
+    /// Compose an image (`image v2 --parent`), show one (`image info v1`),
+    /// compare two (`image diff v1 v2`), or point a channel at one (`image
+    /// promote v2`).
     Image(ImageArgs),
     /// Measure and write JSON under bench/results/.
     #[command(subcommand)]
@@ -103,6 +104,17 @@ enum ImageCommand {
     Info { name: String },
     /// Packages added and removed between two images (`image diff v1 v2`).
     Diff { old: String, new: String },
+    /// Point a channel at an image (`image promote v2`, and back with
+    /// `image promote v1`): what guests install and stage from then on.
+    Promote {
+        image: String,
+        /// The channel to move (default: the one the kickstart installs from).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Print the channel as published, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,9 +269,13 @@ fn main() {
             (Some(ImageCommand::Compose { name, parent }), _) => cli::image::compose(global, name, *parent),
             (Some(ImageCommand::Info { name }), _) => cli::image::info(global, name),
             (Some(ImageCommand::Diff { old, new }), _) => cli::image_diff::diff(global, old, new),
+            (Some(ImageCommand::Promote { image, channel, json }), _) => {
+                cli::image_promote::promote(global, image, channel.as_deref(), *json)
+            }
             (None, Some(name)) => cli::image::compose(global, name, *parent),
             (None, None) => Err(anyhow::anyhow!(
-                "say which image: `image NAME [--parent]`, `image info NAME` or `image diff OLD NEW`"
+                "say which image: `image NAME [--parent]`, `image info NAME`, `image diff OLD NEW` or \
+                 `image promote NAME`"
             )),
         },
         Command::Serve { image, dir, address, port } => {

@@ -50,13 +50,34 @@ fn demo_lab_parses() {
     assert_eq!(lab.image("v2").and_then(|image| image.parent.as_deref()), Some("v1"));
     assert_eq!(lab.image("v2").map(|image| image.extra_packages.clone()), Some(vec!["strace".to_string()]));
     assert_eq!(lab.guest("edge-device-1").map(|guest| (guest.memory_mib, guest.disk_gib)), Some((2048, 10)));
-    assert_eq!(lab.kickstart.image, "v1");
+    assert_eq!(lab.kickstart.channel, "edge");
+    let channel = lab.install_channel().expect("the kickstart's channel");
+    assert_eq!((channel.ostree_ref.as_str(), channel.image.as_str()), ("rhel/8/x86_64/edge", "v1"));
     assert_eq!(lab.registry.port, 5000);
     assert_eq!(lab.store.keep_generations, 3);
     assert_eq!(lab.accel, edgelab::lab::AccelSetting::Auto);
     assert!(lab.blueprints[0].file.is_absolute() && lab.blueprints[0].file.ends_with("guest/blueprints/RFE.toml"));
     // The boot ISO is the RHEL world's business: it need not exist here.
     assert!(lab.boot_iso.is_some());
+}
+
+/// A lab written before channels (`kickstart image="v1"`, no `channel`)
+/// installs from an implicit channel: that image on its own ref.
+#[test]
+fn a_kickstart_image_without_channels_is_an_implicit_channel() {
+    let text = demo_text()
+        .replace("channel \"edge\" ref=\"rhel/8/x86_64/edge\" image=\"v1\"", "")
+        .replace("channel=\"edge\"", "image=\"v1\"");
+    let lab = parse_in_labs_dir(&text).unwrap_or_else(|err| panic!("{}", plain(&err)));
+    assert_eq!(lab.kickstart.channel, edgelab::lab::IMPLICIT_CHANNEL);
+    assert_eq!(
+        lab.channels,
+        vec![edgelab::lab::Channel {
+            name: edgelab::lab::IMPLICIT_CHANNEL.into(),
+            ostree_ref: "rhel/8/x86_64/edge".into(),
+            image: "v1".into()
+        }]
+    );
 }
 
 #[test]

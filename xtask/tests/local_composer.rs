@@ -286,7 +286,8 @@ fn second_compose_is_cheap_and_unchanged_inputs_compose_nothing() {
     // both are fast and the bound is absolute).
     assert!(composed.v2_secs < 60.0, "v2 took {:.1} s", composed.v2_secs);
 
-    // Keys: changing v2's packages changes compose v2 (and the repo) only;
+    // Keys: changing v2's packages changes compose v2 (and the repo and
+    // what publishes it) only;
     // changing nothing changes nothing.
     let lab = test_lab(&["strace"]);
     let keys = stage_keys(&lab);
@@ -294,7 +295,7 @@ fn second_compose_is_cheap_and_unchanged_inputs_compose_nothing() {
     let changed = stage_keys(&test_lab(&["strace", "less"]));
     let differing: Vec<String> =
         keys.iter().filter(|(id, key)| changed.get(*id) != Some(key)).map(|(id, _)| id.to_string()).collect();
-    assert_eq!(differing, vec!["compose v2".to_string(), "repo served".to_string()]);
+    assert_eq!(differing, vec!["compose v2".to_string(), "repo served".to_string(), "publish served".to_string()]);
 
     // And the composer side of it: v2 with another package list is
     // recomposed on v1's cached base, quickly, while v1 is not touched.

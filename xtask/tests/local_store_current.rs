@@ -169,6 +169,13 @@ impl Lab {
     fn lab_file_server_ref(&self) -> String {
         served_ref(self.file_server_port)
     }
+
+    /// Whether the lab's file server serves `commit`'s commit object.
+    fn lab_file_server_has(&self, commit: &str) -> bool {
+        let url =
+            format!("http://127.0.0.1:{}/repo/objects/{}/{}.commit", self.file_server_port, &commit[..2], &commit[2..]);
+        ureq::get(&url).call().is_ok()
+    }
 }
 
 impl Drop for Lab {
@@ -263,7 +270,11 @@ fn rebuild_reproduces_and_every_command_shows_the_current_build() {
     let deltas = served.static_deltas().unwrap();
     assert!(deltas.contains(&format!("{v2}-{v2_with_less}")), "no delta from the guest's commit: {deltas:?}");
     assert!(lab.ok(&["image", "diff", "v1", "v2"]).lines().any(|line| line.starts_with("+less ")));
-    assert_eq!(lab.lab_file_server_ref(), v2_with_less);
+    // The lab file server publishes the lab's channel (the implicit one of
+    // a lab without `channel`: the first image on its ref), from the
+    // current build of the served repo.
+    assert_eq!(lab.lab_file_server_ref(), v1, "the lab file server's channel left v1");
+    assert!(lab.lab_file_server_has(&v2_with_less), "the lab file server serves an older build");
 
     lab.set_v2_packages(r#""strace""#);
     let reverted = lab.ok(&["lab", "up"]);
@@ -275,7 +286,11 @@ fn rebuild_reproduces_and_every_command_shows_the_current_build() {
     assert!(diff.lines().any(|line| line.starts_with("+strace ")), "{diff}");
     assert!(!diff.lines().any(|line| line.starts_with("+less ")), "image diff shows the newest build:\n{diff}");
     assert_eq!(lab.serve("v2"), (v2.clone(), v2.clone()), "serve v2 serves the newest build");
-    assert_eq!(lab.lab_file_server_ref(), v2, "the lab file server serves the newest build");
+    assert_eq!(lab.lab_file_server_ref(), v1, "the lab file server's channel left v1");
+    assert!(
+        lab.lab_file_server_has(&v2) && !lab.lab_file_server_has(&v2_with_less),
+        "the lab file server serves the newest build"
+    );
 
     // The guest now runs the changed build (reinstalled from it): the
     // reverted repo lacks its commit, so `lab up` repairs the repo under the

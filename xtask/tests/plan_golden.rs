@@ -164,6 +164,7 @@ fn v2_packages_rerun_only_v2_and_what_follows() {
         [
             "compose v2",
             "repo served",
+            "publish served",
             "install edge-device-1",
             "install edge-device-2",
         ]
@@ -193,6 +194,7 @@ fn blueprint_change_reruns_both_composes() {
             "compose v1",
             "compose v2",
             "repo served",
+            "publish served",
             "install edge-device-1",
             "install edge-device-2",
         ]
@@ -262,4 +264,31 @@ fn rebuild_with_same_output_leaves_downstream_keys_alone() {
     let changed: Vec<&String> = before.keys().filter(|name| before[*name] != after[*name]).collect();
     assert_eq!(changed, ["container httpd-v1"]);
     assert_eq!(graph.stages.iter().filter(|it| it.id.kind == StageKind::Push).count(), 2);
+}
+
+/// `image promote v2` is run state the facts carry: the publish stage (the
+/// channel's ref) and the installs that take its commit run, nothing before
+/// them; the plan says why; promoting back finds the first build again.
+#[test]
+fn a_channel_promotion_reruns_the_publish_and_the_installs() {
+    let (graph, mut facts, store) = built_demo(false);
+    let unpromoted = keys(&plan_of(&graph, &facts, &store));
+    facts.state.insert(graph::channel_state("edge"), "v2".into());
+    let plan = plan_of(&graph, &facts, &store);
+    expect![[r#"
+        [
+            "publish served",
+            "install edge-device-1",
+            "install edge-device-2",
+        ]
+    "#]]
+    .assert_debug_eq(&not_fresh(&plan));
+    let publish = plan.entries.iter().find(|entry| entry.stage == "publish served").unwrap();
+    assert_eq!(publish.reasons, vec!["channel edge promoted to v2".to_string()]);
+
+    build_all(&graph, &facts, &store, &BTreeMap::new());
+    facts.state.clear();
+    let plan = plan_of(&graph, &facts, &store);
+    assert_eq!(not_fresh(&plan), Vec::<String>::new(), "promoting back reuses lab.kdl's build");
+    assert_eq!(keys(&plan), unpromoted);
 }

@@ -199,6 +199,7 @@ fn publish_compose(store: &Store, image: &str, commit: &str, write_tarball: impl
         files: Default::default(),
         tools: vec![],
         deps: Default::default(),
+        state: vec![],
     };
     let lock = store.lock(LockWait::Wait).unwrap();
     let scratch = store.begin(&lock, &stage.id).unwrap();

@@ -32,6 +32,7 @@ fn stage(name: &str, version: u32) -> Stage {
         files: BTreeMap::new(),
         tools: vec![],
         deps: BTreeMap::new(),
+        state: vec![],
     }
 }
 

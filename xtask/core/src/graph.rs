@@ -35,6 +35,9 @@ pub enum StageKind {
     Compose,
     /// The served OSTree repo: every image merged, with static deltas.
     Repo,
+    /// What the file server serves: the repo with each channel's ref at the
+    /// image it points at now.
+    Publish,
     /// A guest's rendered, validated kickstart.
     Kickstart,
     /// A guest's remastered boot ISO (RHEL world).
@@ -68,6 +71,10 @@ pub struct Stage {
     pub tools: Vec<&'static str>,
     /// Stages whose outputs this one consumes, by role (`parent`, `base`, `image v1`).
     pub deps: BTreeMap<String, StageId>,
+    /// Run state the stage's result depends on, by name (`channel edge`:
+    /// where a promotion points the channel). The host reads it into the
+    /// facts, so a promotion changes the key and never rewrites an artifact.
+    pub state: Vec<String>,
 }
 
 /// The stages of a lab in dependency order: every stage comes after its deps.
@@ -77,7 +84,7 @@ pub struct Graph {
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 10] = [
+    pub const ALL: [StageKind; 11] = [
         StageKind::Prereqs,
         StageKind::Container,
         StageKind::Push,
@@ -85,6 +92,7 @@ impl StageKind {
         StageKind::Blueprint,
         StageKind::Compose,
         StageKind::Repo,
+        StageKind::Publish,
         StageKind::Kickstart,
         StageKind::Iso,
         StageKind::Install,
@@ -99,6 +107,7 @@ impl StageKind {
             StageKind::Blueprint => "blueprint",
             StageKind::Compose => "compose",
             StageKind::Repo => "repo",
+            StageKind::Publish => "publish",
             StageKind::Kickstart => "kickstart",
             StageKind::Iso => "iso",
             StageKind::Install => "install",
@@ -211,6 +220,7 @@ pub fn build(lab: &Lab) -> Graph {
         files: BTreeMap::new(),
         tools: vec![],
         deps: BTreeMap::new(),
+        state: vec![],
     });
 
     for container in &lab.containers {
@@ -236,6 +246,7 @@ pub fn build(lab: &Lab) -> Graph {
                 ]),
                 tools: vec!["podman", "figlet", "cowsay", "cargo"],
                 deps,
+                state: vec![],
             });
             stages.push(Stage {
                 id: StageId::new(StageKind::Push, format!("{}-{}", container.name, build.name)),
@@ -249,6 +260,7 @@ pub fn build(lab: &Lab) -> Graph {
                 files: BTreeMap::new(),
                 tools: vec!["podman"],
                 deps: BTreeMap::from([("image".into(), id)]),
+                state: vec![],
             });
         }
         for tag in &container.tags {
@@ -268,6 +280,7 @@ pub fn build(lab: &Lab) -> Graph {
                     "pushed".into(),
                     StageId::new(StageKind::Push, format!("{}-{}", container.name, tag.build)),
                 )]),
+                state: vec![],
             });
         }
     }
@@ -281,6 +294,7 @@ pub fn build(lab: &Lab) -> Graph {
             files: BTreeMap::from([(format!("blueprint {}", file_label(&blueprint.file)), blueprint.file.clone())]),
             tools: vec![],
             deps: BTreeMap::new(),
+            state: vec![],
         });
     }
 
@@ -324,6 +338,7 @@ pub fn build(lab: &Lab) -> Graph {
             )]),
             tools: ComposeWorld::of_stage(compose_backend).tools(),
             deps,
+            state: vec![],
         });
     }
 
@@ -337,14 +352,31 @@ pub fn build(lab: &Lab) -> Graph {
             lab.images.iter().map(|image| (image.name.clone(), json!(image.parent))).collect();
         stages.push(Stage {
             id: StageId::new(StageKind::Repo, "served"),
-            // 3: a from-scratch delta only for the image the kickstart
-            // installs (no install pulls the others from nothing).
+            // 3: a from-scratch delta only for the images the channels
+            // start at (no install pulls the others from nothing).
             schema: 3,
             backend: Backend::Auto,
-            params: params([("parents", json!(parents)), ("installed", json!([lab.kickstart.image]))]),
+            params: params([("parents", json!(parents)), ("installed", json!(channel_images(lab)))]),
             files: BTreeMap::new(),
             tools: vec!["ostree"],
             deps,
+            state: vec![],
+        });
+        let channels: BTreeMap<String, Value> = lab
+            .channels
+            .iter()
+            .map(|channel| (channel.name.clone(), json!({"ref": channel.ostree_ref, "image": channel.image})))
+            .collect();
+        stages.push(Stage {
+            id: StageId::new(StageKind::Publish, "served"),
+            schema: 1,
+            backend: Backend::Auto,
+            params: params([("channels", json!(channels))]),
+            files: BTreeMap::new(),
+            tools: vec!["ostree"],
+            deps: BTreeMap::from([("repo".into(), StageId::new(StageKind::Repo, "served"))]),
+            // Where `image promote` pointed each channel (absent: lab.kdl's image).
+            state: lab.channels.iter().map(|channel| channel_state(&channel.name)).collect(),
         });
     }
 
@@ -372,8 +404,10 @@ pub fn build(lab: &Lab) -> Graph {
                 ("registry", json!(registry_param(lab))),
                 ("repo-url", json!(served_repo_url(lab))),
                 ("user", json!(lab.kickstart.user)),
-                ("image", json!(lab.kickstart.image)),
-                ("ref", json!(lab.image(&lab.kickstart.image).map(|image| image.ostree_ref.clone()))),
+                // The channel's ref, not a commit: Anaconda's `ostreesetup`
+                // takes what the channel points at when the guest installs.
+                ("channel", json!(lab.kickstart.channel)),
+                ("ref", json!(lab.install_channel().map(|channel| channel.ostree_ref.clone()))),
             ]),
             files: kickstart_files(lab),
             // Rendered files are validated with the real tools; `systemd-analyze
@@ -386,6 +420,7 @@ pub fn build(lab: &Lab) -> Graph {
                 .chain(guest_world.uses_lab_key().then_some("ssh-keygen"))
                 .collect(),
             deps: BTreeMap::new(),
+            state: vec![],
         });
         // The RHEL world boots guests from remastered ISOs; the local world
         // installs disks itself. `auto` was resolved before the graph was built
@@ -401,6 +436,7 @@ pub fn build(lab: &Lab) -> Graph {
                 files: BTreeMap::from([(format!("boot ISO {}", file_label(&boot_iso.file)), boot_iso.file.clone())]),
                 tools: vec!["xorriso", "mcopy", "mtype", "implantisomd5"],
                 deps: BTreeMap::from([("kickstart".into(), kickstart.clone())]),
+                state: vec![],
             });
         }
         if guest_world.installs_disks() && !lab.images.is_empty() {
@@ -411,7 +447,7 @@ pub fn build(lab: &Lab) -> Graph {
                 backend: guests_backend,
                 params: params([
                     ("guest", json!(guest.name)),
-                    ("image", json!(lab.kickstart.image)),
+                    ("channel", json!(lab.kickstart.channel)),
                     ("disk-gib", json!(guest.disk_gib)),
                 ]),
                 // The local guest's greenboot runner and update units (what
@@ -421,10 +457,13 @@ pub fn build(lab: &Lab) -> Graph {
                     ("guest files local/units/".to_string(), lab.root.join("guest/local/units")),
                 ]),
                 tools: vec!["ostree", "mkfs.ext4", "systemctl", "chroot", "unshare"],
+                // The install pulls the channel's commit from what the file
+                // server publishes, so a promotion makes a new install.
                 deps: BTreeMap::from([
                     ("kickstart".into(), kickstart),
-                    ("repo".into(), StageId::new(StageKind::Repo, "served")),
+                    ("published".into(), StageId::new(StageKind::Publish, "served")),
                 ]),
+                state: vec![],
             });
         }
     }
@@ -450,6 +489,22 @@ pub fn resolve_network(lab: &Lab, default_route: Option<Ipv4Cidr>) -> Result<Lab
         guest.address = Auto::Given(address);
     }
     Ok(lab)
+}
+
+/// The name of the run state saying where `image promote` pointed a
+/// channel (`channel edge`); its fact is the image's name.
+pub fn channel_state(channel: &str) -> String {
+    format!("channel {channel}")
+}
+
+/// The images the channels start at, each once: installs start from them,
+/// so the repo stage makes their from-scratch deltas (the publish stage
+/// makes one for a promoted image).
+fn channel_images(lab: &Lab) -> Vec<String> {
+    let mut images: Vec<String> = lab.channels.iter().map(|channel| channel.image.clone()).collect();
+    images.sort();
+    images.dedup();
+    images
 }
 
 /// The URL guests and composes use for the served repo.

@@ -32,6 +32,11 @@ pub struct Preimage {
     pub tools: BTreeMap<String, String>,
     /// Dependency role -> the dependency's output digest.
     pub inputs: BTreeMap<String, String>,
+    /// Run state the stage reads that is set (`channel edge` -> `v2`, a
+    /// promotion). Left out when empty, so stages reading none keep the
+    /// keys they had before run state entered keys.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub state: BTreeMap<String, String>,
 }
 
 /// Digests and tool identities gathered from the host; the pure core only reads them.
@@ -41,6 +46,9 @@ pub struct Facts {
     pub file_digests: BTreeMap<std::path::PathBuf, String>,
     /// Tool name -> identity string.
     pub tool_ids: BTreeMap<String, String>,
+    /// Run state by name (`channel edge` -> the image it was promoted to);
+    /// a name without an entry is unset.
+    pub state: BTreeMap<String, String>,
 }
 
 impl Key {
@@ -75,7 +83,20 @@ impl Preimage {
                 (tool.to_string(), id)
             })
             .collect();
-        Preimage { kind: stage.id.kind, schema: stage.schema, params: stage.params.clone(), files, tools, inputs }
+        let state = stage
+            .state
+            .iter()
+            .filter_map(|name| facts.state.get(name).map(|value| (name.clone(), value.clone())))
+            .collect();
+        Preimage {
+            kind: stage.id.kind,
+            schema: stage.schema,
+            params: stage.params.clone(),
+            files,
+            tools,
+            inputs,
+            state,
+        }
     }
 
     /// Canonical bytes: JSON with sorted keys and no whitespace.
@@ -99,6 +120,7 @@ impl Preimage {
         diff_maps("", &old.files, &self.files, &mut reasons, |digest| short_digest(digest));
         diff_maps("tool", &old.tools, &self.tools, &mut reasons, |id| id.clone());
         diff_maps("input", &old.inputs, &self.inputs, &mut reasons, |digest| short_digest(digest));
+        explain_state(&old.state, &self.state, &mut reasons);
         reasons
     }
 }
@@ -123,6 +145,23 @@ fn diff_maps<V: PartialEq>(
     for name in old.keys() {
         if !new.contains_key(name) {
             reasons.push(format!("{prefix}{name} removed"));
+        }
+    }
+}
+
+/// Run state changes in words: `channel edge promoted to v2`, `channel
+/// edge back to lab.kdl's image (was v2)`.
+fn explain_state(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>, reasons: &mut Vec<String>) {
+    for (name, value) in new {
+        match old.get(name) {
+            None => reasons.push(format!("{name} promoted to {value}")),
+            Some(was) if was != value => reasons.push(format!("{name} promoted to {value} (was {was})")),
+            Some(_) => {}
+        }
+    }
+    for (name, was) in old {
+        if !new.contains_key(name) {
+            reasons.push(format!("{name} back to lab.kdl's image (was {was})"));
         }
     }
 }

@@ -6,7 +6,7 @@ use super::{Global, Session};
 use crate::{
     demo::{self, Report},
     guests,
-    stages::tag,
+    stages::{publish, tag},
 };
 
 /// `demo NAME`: one scenario against the lab as it is (`lab up` first).
@@ -17,9 +17,9 @@ pub fn demo_cmd(global: &Global, name: &str) -> anyhow::Result<()> {
     finish(&session, &[report])
 }
 
-/// `e2e`: a fresh lab (every guest back on its pristine disk, every tag as
-/// lab.kdl declares it), `lab up`, then every scenario in order, with a
-/// report. Stops at the first failed scenario: the later ones build on it.
+/// `e2e`: a fresh lab (every guest back on its pristine disk, every tag and
+/// channel as lab.kdl declares it), `lab up`, then every scenario in order,
+/// with a report. Stops at the first failed scenario: the later ones build on it.
 pub fn e2e(global: &Global) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     {
@@ -52,7 +52,8 @@ fn local_world(session: &Session) -> anyhow::Result<()> {
 }
 
 /// Destroys the guests and forgets their disks (the next `lab up` copies
-/// the pristine install artifacts again), and drops tag promotions.
+/// the pristine install artifacts again), and drops tag and channel
+/// promotions.
 fn fresh_lab(session: &Session) -> anyhow::Result<()> {
     for guest in &session.lab.guests {
         guests::destroy(&session.store, &guest.name)?;
@@ -64,6 +65,9 @@ fn fresh_lab(session: &Session) -> anyhow::Result<()> {
         for declared in &container.tags {
             tag::record_promotion(&session.store, &container.name, &declared.name, None)?;
         }
+    }
+    for channel in &session.lab.channels {
+        publish::record_promotion(&session.store, &channel.name, None)?;
     }
     Ok(())
 }

@@ -31,8 +31,10 @@ impl crate::world::Guests for LocalGuests {
         &["qemu-system-x86_64", "debugfs", "e2fsck", "ip", "unshare"]
     }
 
-    /// The lab network, each guest's disk, and its launcher. Guests without
-    /// an install artifact are reported, not started.
+    /// The lab network, each guest's disk, and its launcher. Guests with
+    /// neither a disk nor a current install artifact are not started (a
+    /// guest whose install went stale, as after a channel promotion, keeps
+    /// its disk and starts from it).
     fn up(&self, session: &Session, reinstall: &[String]) -> anyhow::Result<()> {
         check_reinstall(session, reinstall)?;
         let current = session.current()?;
@@ -41,7 +43,10 @@ impl crate::world::Guests for LocalGuests {
             .guests
             .iter()
             .map(|guest| guest.name.as_str())
-            .filter(|name| current.is_built(&session.store, &StageId::new(StageKind::Install, *name)))
+            .filter(|name| {
+                current.is_built(&session.store, &StageId::new(StageKind::Install, *name))
+                    || guests::guest_dir(&session.store, name).is_ok_and(|dir| dir.join("disk.img").exists())
+            })
             .collect();
         if installed.is_empty() {
             return Ok(());

@@ -135,6 +135,9 @@ pub fn status(global: &Global) -> anyhow::Result<()> {
     println!("lab {} ({})", session.lab.name, session.lab.file.display());
     println!("store {}", session.store.root().display());
     print!("{}", plan.render(false));
+    for line in super::image_promote::status_lines(&session, &plan) {
+        println!("{line}");
+    }
     for line in crate::services::status(&session.lab, &session.store) {
         println!("{line}");
     }

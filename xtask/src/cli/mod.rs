@@ -14,6 +14,7 @@ pub mod guest_libvirt;
 pub mod host_setup;
 pub mod image;
 pub mod image_diff;
+pub mod image_promote;
 pub mod lab_cmd;
 pub mod serve;
 pub mod test_cmd;

@@ -360,10 +360,17 @@ impl<'a> Demo<'a> {
         Ok(counters.client(IpAddr::V4(port.address.addr)))
     }
 
-    /// What `guest`'s install pulled from the lab file server (its install
-    /// artifact's record).
+    /// What `guest`'s install pulled from the lab file server (the record
+    /// of the install artifact its disk came from: after a channel
+    /// promotion the current install is another one, or none yet).
     pub fn install_pull(&self, guest: &str) -> anyhow::Result<file_server::ClientTotals> {
-        let manifest = self.session.current()?.manifest(self.store(), &StageId::new(StageKind::Install, guest))?;
+        let recorded = guests::load_state(&guests::guest_dir(self.store(), guest)?)
+            .and_then(|state| state.install_key)
+            .and_then(|key| self.store().artifact_manifest(&crate::key::Key(key)));
+        let manifest = match recorded {
+            Some(manifest) => manifest,
+            None => self.session.current()?.manifest(self.store(), &StageId::new(StageKind::Install, guest))?,
+        };
         let number = |name: &str| manifest.extra.pointer(&format!("/file_server/{name}")).and_then(|it| it.as_u64());
         match (number("requests"), number("bytes")) {
             (Some(requests), Some(bytes_sent)) => Ok(file_server::ClientTotals { requests, bytes_sent }),

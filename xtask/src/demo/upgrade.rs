@@ -1,25 +1,29 @@
 //! Scenarios upgrade-rollback and upgrade: the atomic OS upgrade on the
 //! primary guest.
 //!
-//! upgrade-rollback: the guest stages the newer image (v2, which adds the
-//! upgrade's extra package, strace) from the lab's file server and its apply
-//! timer reboots into it; the greenboot check fails (the recorded original
-//! commit differs from the booted one), so the new deployment gets three
-//! boot attempts, then the previous one boots and is made permanent. Asserts
-//! the boot count, v1's commit, no strace, and reports the file server's
-//! requests and bytes for the upgrade against the install's.
+//! upgrade-rollback: the newer image (v2, which adds the upgrade's extra
+//! package, strace) is promoted to the channel the guests follow (`image
+//! promote v2`, the original demo's "serve version-2"); the guest stages it
+//! from the lab's file server and its apply timer reboots into it; the
+//! greenboot check fails (the recorded original commit differs from the
+//! booted one), so the new deployment gets three boot attempts, then the
+//! previous one boots and is made permanent. Asserts the boot count, v1's
+//! commit, no strace, and reports the file server's requests and bytes for
+//! the upgrade against the install's.
 //!
 //! upgrade: allows the upgrade (removes the recorded original commit),
-//! stages and reboots again; asserts one boot, v2's commit, strace present,
-//! and that the second staging fetched only a handful of small files (the
-//! objects are already in the guest's repo).
+//! stages and reboots again (the channel stays on v2: the lab is left on
+//! the upgrade; e2e puts the channel back on lab.kdl's image first);
+//! asserts one boot, v2's commit, strace present, and that the second
+//! staging fetched only a handful of small files (the objects are already
+//! in the guest's repo).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use super::{Demo, wait_for};
-use crate::guests::BootRecord;
+use crate::{cli::image_promote::promote_in, guests::BootRecord, progress::Progress, store::LockWait};
 
 /// Where the greenboot check keeps the commit the guest was installed with.
 const ORIGINAL_COMMIT_FILE: &str = "/etc/greenboot/orig.txt";
@@ -33,6 +37,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The images and guest the upgrade is about.
 struct Upgrade {
     guest: String,
+    /// The channel the guest installed from and follows.
+    channel: String,
     from: String,
     to: String,
     from_commit: String,
@@ -57,6 +63,7 @@ pub fn rollback_steps(demo: &mut Demo) -> anyhow::Result<()> {
         },
     )?;
 
+    promote(demo, &up)?;
     let started = Instant::now();
     let boots_before = demo.boots(&guest)?.len();
     let pulled = stage(demo, &up)?;
@@ -129,6 +136,7 @@ pub fn upgrade_steps(demo: &mut Demo) -> anyhow::Result<()> {
     demo.step("allow the upgrade", &format!("{ORIGINAL_COMMIT_FILE} removed"), |demo| {
         demo.guest_ok(&guest, &format!("rm -f {ORIGINAL_COMMIT_FILE} && echo removed"), Duration::from_secs(30))
     })?;
+    promote(demo, &up)?;
     let boots_before = demo.boots(&guest)?.len();
     let started = Instant::now();
     let pulled = stage(demo, &up)?;
@@ -171,7 +179,8 @@ pub fn upgrade_steps(demo: &mut Demo) -> anyhow::Result<()> {
 /// from that one.
 fn the_upgrade(demo: &Demo) -> anyhow::Result<Upgrade> {
     let lab = demo.lab();
-    let from = lab.kickstart.image.clone();
+    let channel = lab.install_channel().context("the kickstart installs from no channel")?;
+    let from = channel.image.clone();
     let to = lab
         .images
         .iter()
@@ -184,12 +193,32 @@ fn the_upgrade(demo: &Demo) -> anyhow::Result<Upgrade> {
         .with_context(|| format!("image `{}` adds no package, so the upgrade cannot be seen", to.name))?;
     Ok(Upgrade {
         guest: demo.primary()?,
+        channel: channel.name.clone(),
         from_commit: demo.image_commit(&from)?,
         to_commit: demo.image_commit(&to.name)?,
         from,
         to: to.name.clone(),
         package,
     })
+}
+
+/// Step: the channel the guest follows points at the newer image
+/// (`cargo xtask image promote v2`); already there, it is a cached publish.
+fn promote(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<()> {
+    demo.step(
+        &format!("promote {} to channel {}", up.to, up.channel),
+        &format!("the channel's ref in the served repo is {}", up.to_commit),
+        |demo| {
+            let session = demo.session;
+            let lock = session.store.lock(LockWait::Wait)?;
+            let published = promote_in(session, &lock, &Progress::new(true), &up.to, Some(&up.channel))?;
+            match published.commit == up.to_commit {
+                true => Ok(format!("{} at {}", published.ostree_ref, published.commit)),
+                false => bail!("{} at {}", published.ostree_ref, published.commit),
+            }
+        },
+    )?;
+    Ok(())
 }
 
 /// Steps: the guest is up and runs the original image.

@@ -38,8 +38,9 @@ pub struct InstallSpec {
     /// The repo URL as the installer reaches it, when different.
     pub pull_url: Option<String>,
     pub ostree_ref: String,
-    /// The commit to install; `None` takes the ref's newest. The served repo
-    /// holds every image on one ref, so installing v1 names v1's commit.
+    /// The commit to install; `None` takes what the ref holds. The install
+    /// stage names the commit its channel was published at, so a channel
+    /// moved since is an error, not a silent other image.
     pub commit: Option<String>,
     pub kargs: Vec<String>,
     pub config: GuestConfig,

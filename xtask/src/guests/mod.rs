@@ -238,20 +238,25 @@ pub fn prepare(
     reinstall: bool,
 ) -> anyhow::Result<DiskAction> {
     let guest = lab.guest(name).with_context(|| format!("no guest `{name}` in the lab"))?;
-    let manifest = current
-        .manifest(store, &StageId::new(StageKind::Install, name))
-        .with_context(|| format!("guest {name} has no install for the lab as it is"))?;
     let dir = guest_dir(store, name)?;
     let mut state = load_state(&dir).unwrap_or_default();
     let disk = dir.join("disk.img");
-    let changed = state.install_key.as_deref() != Some(manifest.key.0.as_str());
+    let manifest = match current.manifest(store, &StageId::new(StageKind::Install, name)) {
+        Ok(manifest) => Some(manifest),
+        // A guest with a disk starts from it; only a new disk needs the
+        // current install (a channel promotion leaves the install stale
+        // until `lab up` installs the channel's new commit).
+        Err(_) if disk.exists() && !reinstall => None,
+        Err(err) => return Err(err.context(format!("guest {name} has no install for the lab as it is"))),
+    };
+    let changed = manifest.as_ref().is_none_or(|it| state.install_key.as_deref() != Some(it.key.0.as_str()));
     let action = match (disk.exists(), changed, reinstall) {
         (true, false, _) => DiskAction::Kept,
         (true, true, false) => DiskAction::KeptStale,
         (true, true, true) => DiskAction::Reinstalled,
         (false, _, _) => DiskAction::Created,
     };
-    if matches!(action, DiskAction::Created | DiskAction::Reinstalled) {
+    if let (DiskAction::Created | DiskAction::Reinstalled, Some(manifest)) = (&action, &manifest) {
         if is_running(&state) {
             bail!("guest {name} is running: `cargo xtask guest destroy {name}` before reinstalling it");
         }

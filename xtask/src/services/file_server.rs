@@ -1,7 +1,8 @@
 //! The lab file server: edgelab-serve (host/) serving OSTree content to
 //! installing and upgrading guests, as the original demo's Go server did.
 //!
-//! `lab up` serves the merged repo (the `repo served` artifact) on the
+//! `lab up` serves the published repo (the `publish served` artifact: the
+//! merged repo with each channel's ref where it points now) on the
 //! lab's file-server address and port. The supervision layer records its pid
 //! and log (every request line, with the running count and megabytes) under
 //! `run/file-server/`, restarts it when it died and stops it at `lab down`.
@@ -79,10 +80,10 @@ pub fn listen_address(lab: &Lab) -> SocketAddr {
     SocketAddr::new(lab.file_server.address, lab.file_server.port)
 }
 
-/// The folder `lab up` serves: the current `repo served` artifact (the one
-/// `lab plan` calls fresh).
+/// The folder `lab up` serves: the current `publish served` artifact (the
+/// one `lab plan` calls fresh; a promotion makes another one current).
 pub fn served_root(lab: &Lab, store: &Store) -> anyhow::Result<PathBuf> {
-    let stage = StageId::new(StageKind::Repo, "served");
+    let stage = StageId::new(StageKind::Publish, "served");
     let manifest = Current::of(lab, store)?.manifest(store, &stage)?;
     Ok(store.artifact_out(&manifest.key))
 }
@@ -99,7 +100,11 @@ pub fn ensure_serving(store: &Store, root: &Path, listen: SocketAddr) -> anyhow:
     let root = std::fs::canonicalize(root).with_context(|| format!("cannot serve {}", root.display()))?;
     let run_dir = store.run_dir(NAME)?;
     let record_path = run_dir.join("serving");
-    let record = format!("root {}\nlisten {listen}\n", root.display());
+    // The folder's inode too: an artifact replaced under the same key (a
+    // repair) is a new folder at the same path, and the server holds the
+    // old one open.
+    let inode = std::fs::metadata(&root).map(|meta| std::os::unix::fs::MetadataExt::ino(&meta)).unwrap_or(0);
+    let record = format!("root {} (inode {inode})\nlisten {listen}\n", root.display());
     if std::fs::read_to_string(&record_path).ok().as_deref() != Some(record.as_str()) {
         super::stop_process(store, NAME)?;
         crate::store::write_atomic(&record_path, record.as_bytes())

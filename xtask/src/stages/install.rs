@@ -1,6 +1,8 @@
 //! Stage `install <guest>` (local world): the guest's pristine disk.
 //!
-//! Pulls the kickstart's image over HTTP from the lab's running file server,
+//! Pulls the commit the kickstart's channel points at (as published by the
+//! `publish` stage, so a promotion makes a new install) over HTTP from the
+//! lab's running file server,
 //! from inside the lab's network namespace and at the address the guest
 //! itself uses, so the server's counts show the install as the demo's
 //! server did (this install's requests and bytes, the lab host's share of
@@ -30,8 +32,10 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let guest_name = &ctx.stage.id.name;
     let guest = ctx.lab.guest(guest_name).with_context(|| format!("no guest `{guest_name}` in the lab"))?;
     let kickstart = ctx.inputs.get("kickstart").context("install needs the guest's kickstart")?;
-    let repo = ctx.inputs.get("repo").context("install needs the served repo")?;
-    let image = ctx.lab.image(&ctx.lab.kickstart.image).context("the kickstart's image is not in the lab")?;
+    let published = ctx.inputs.get("published").context("install needs the published repo")?;
+    let channel_name = &ctx.lab.kickstart.channel;
+    let channel = super::publish::published_channel(&published.extra, channel_name)
+        .with_context(|| format!("the kickstart's channel `{channel_name}` in the published repo"))?;
     let segment = netns::segment(ctx.lab);
     let port = segment.port(guest_name).context("the guest has no place on the lab segment")?;
 
@@ -41,12 +45,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     let spec = InstallSpec {
         remote_url: format!("http://{}:{}/repo/", segment.host.addr, ctx.lab.file_server.port),
         pull_url: None,
-        ostree_ref: image.ostree_ref.clone(),
-        commit: repo
-            .extra
-            .pointer(&format!("/images/{}/commit", image.name))
-            .and_then(|it| it.as_str())
-            .map(String::from),
+        ostree_ref: channel.ostree_ref.clone(),
+        commit: Some(channel.commit.clone()),
         kargs: installer::default_kargs(),
         config,
     };
@@ -74,6 +74,8 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         output_digest: digest,
         extra: json!({
             "commit": installed.commit,
+            "channel": channel.name,
+            "image": channel.image,
             "deployment": installed.deployment,
             "disk": "disk.img",
             "address": port.address.to_string(),

@@ -159,7 +159,7 @@ fn parse_cidr(text: &str) -> anyhow::Result<Ipv4Cidr> {
 fn placeholder_values(ctx: &StageCtx, addresses: &Addresses) -> anyhow::Result<BTreeMap<String, String>> {
     let ostree_ref = match ctx.stage.params.get("ref") {
         Some(Value::String(text)) => text.clone(),
-        _ => bail!("the kickstart's image `{}` is not an image of the lab", ctx.lab.kickstart.image),
+        _ => bail!("the kickstart's channel `{}` is not a channel of the lab", ctx.lab.kickstart.channel),
     };
     let values = [
         ("GUEST", param_str(ctx, "guest")?),

@@ -13,6 +13,7 @@ pub mod install;
 pub mod iso;
 pub mod kickstart;
 pub mod prereqs;
+pub mod publish;
 pub mod push;
 pub mod repo;
 pub mod tag;
@@ -67,7 +68,7 @@ pub fn capability(stage: &Stage) -> Result<(), String> {
     match stage.id.kind {
         StageKind::Prereqs | StageKind::Blueprint | StageKind::Kickstart | StageKind::Iso => Ok(()),
         StageKind::Container | StageKind::Push | StageKind::Tag => Ok(()),
-        StageKind::Compose | StageKind::Repo | StageKind::Install => Ok(()),
+        StageKind::Compose | StageKind::Repo | StageKind::Publish | StageKind::Install => Ok(()),
     }
 }
 
@@ -91,6 +92,7 @@ fn run_here(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
         StageKind::Kickstart => kickstart::run(ctx),
         StageKind::Iso => iso::run(ctx),
         StageKind::Repo => repo::run(ctx),
+        StageKind::Publish => publish::run(ctx),
         StageKind::Install => install::run(ctx),
     }
 }
@@ -112,6 +114,7 @@ fn check_live_here(ctx: &StageCtx, output_digest: &str) -> Result<(), String> {
         StageKind::Push => push::check_live(ctx, output_digest),
         StageKind::Tag => tag::check_live(ctx, output_digest),
         StageKind::Repo => repo::check_live(ctx, output_digest),
+        StageKind::Publish => publish::check_live(ctx, output_digest),
         _ => Ok(()),
     }
 }

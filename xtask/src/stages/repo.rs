@@ -1,15 +1,17 @@
 //! The `repo` stage: the served OSTree repo. Every image's edge-commit
 //! tarball is extracted safely (`compose::tarball`) and pulled into one
 //! archive-mode repo, parents before children (so a shared ref ends on the
-//! newest image), then static deltas and the summary: from nothing to the
-//! commit of the image the kickstart installs (an install downloads a few
+//! newest image; guests never see that ref: `stages::publish` sets each
+//! channel's), then static deltas and the summary: from nothing to the
+//! commit of each image a channel starts at (an install downloads a few
 //! large parts instead of one request per object; no install starts from
 //! the other images, and each such delta takes minutes) and from each
 //! image's parent to it (an upgrade downloads a few files instead of
 //! thousands).
 //!
 //! The repo is the stage's artifact, `out/repo`: immutable once published;
-//! the file server serves it at `/repo/`. Output digest: sha256 over the
+//! the publish stage links it into what the file server serves at
+//! `/repo/`. Output digest: sha256 over the
 //! sorted (ref, commit) pairs of the images and the delta names.
 //!
 //! The repo also keeps what the store's guests need: a guest installed from
@@ -230,14 +232,12 @@ impl DeltaCache {
 
     /// Puts the cached delta `name` into `repo`; `Ok(false)` when the cache
     /// has none.
-    fn restore(&self, repo: &Repo, name: &str) -> anyhow::Result<bool> {
+    pub(crate) fn restore(&self, repo: &Repo, name: &str) -> anyhow::Result<bool> {
         let Some(entry) = self.dir.as_ref().map(|dir| dir.join(name)) else { return Ok(false) };
         if !entry.is_dir() {
             return Ok(false);
         }
-        let target = repo.static_delta_dir(name)?;
-        std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
-        link_or_copy_files(&entry, &target)?;
+        crate::store::link_tree(&entry, &repo.static_delta_dir(name)?)?;
         Ok(true)
     }
 
@@ -248,8 +248,7 @@ impl DeltaCache {
             std::fs::create_dir_all(dir)?;
             let partial = dir.join(format!(".{name}.partial.{}", std::process::id()));
             std::fs::remove_dir_all(&partial).ok();
-            std::fs::create_dir(&partial)?;
-            link_or_copy_files(&source, &partial)?;
+            crate::store::link_tree(&source, &partial)?;
             if std::fs::rename(&partial, dir.join(name)).is_err() {
                 // Another build kept the same delta first.
                 std::fs::remove_dir_all(&partial).ok();
@@ -260,21 +259,6 @@ impl DeltaCache {
             tracing::warn!("could not keep static delta {name} in {}: {err:#}", dir.display());
         }
     }
-}
-
-/// The files of `from` (a delta: superblock and parts) in `to`, hard-linked
-/// where both are on one file system. ostree never rewrites a delta file.
-fn link_or_copy_files(from: &Path, to: &Path) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let entry = entry.with_context(|| format!("reading {}", from.display()))?;
-        let target = to.join(entry.file_name());
-        std::fs::remove_file(&target).ok();
-        if std::fs::hard_link(entry.path(), &target).is_err() {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Is every commit a guest of this store uses (and the store still holds)
@@ -338,7 +322,8 @@ fn retain_guest_commits(
         repo.pull_local(&source, &[&commit], Depth::Tip)
             .with_context(|| format!("keeping guest {guest}'s commit {commit} in the served repo"))?;
         // The ref ends on the newest image that shares it: where the guest's
-        // next upgrade goes.
+        // next upgrade goes once its channel is promoted there (a channel
+        // still on an older image has no delta from this commit).
         let head = match &ostree_ref {
             Some(ostree_ref) => repo.rev_parse(ostree_ref)?.unwrap_or_default(),
             None => String::new(),

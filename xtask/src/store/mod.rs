@@ -642,6 +642,31 @@ pub fn copy_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Hard-links every file of `src` into `dest` (folders made, merged; a
+/// file already at a target replaced), copying where the two are on
+/// different file systems. For content nobody rewrites in place (OSTree
+/// objects and static deltas): one inode then serves several artifacts.
+pub fn link_tree(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    for entry in walkdir::WalkDir::new(src).min_depth(1) {
+        let entry = entry.with_context(|| format!("walking {}", src.display()))?;
+        let target = dest.join(entry.path().strip_prefix(src)?);
+        if entry.file_type().is_dir() {
+            fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+            continue;
+        }
+        if fs::symlink_metadata(&target).is_ok() {
+            fs::remove_file(&target).with_context(|| format!("replacing {}", target.display()))?;
+        }
+        if fs::hard_link(entry.path(), &target).is_err() {
+            fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {} to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn is_key_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -33,6 +33,9 @@ pub struct Lab {
     pub containers: Vec<Container>,
     pub blueprints: Vec<Blueprint>,
     pub images: Vec<Image>,
+    /// The refs guests install from and follow, each pointing at an image;
+    /// one implicit channel (`IMPLICIT_CHANNEL`) when lab.kdl declares none.
+    pub channels: Vec<Channel>,
     pub file_server: FileServer,
     pub boot_iso: Option<BootIso>,
     pub kickstart: Kickstart,
@@ -198,6 +201,24 @@ pub struct Image {
     pub extra_packages: Vec<String>,
 }
 
+/// A channel (`channel "edge" ref="rhel/8/x86_64/edge" image="v1"`): the
+/// OS twin of a container tag. Its ref in the served repo is what guests
+/// install from and what their automatic staging follows; it starts at
+/// `image` and `cargo xtask image promote` moves it (run state, not this
+/// value, says where it points now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    pub name: String,
+    /// The ref the served repo publishes for it, e.g. `rhel/8/x86_64/edge`.
+    pub ostree_ref: String,
+    /// The image it starts at, as lab.kdl declares.
+    pub image: String,
+}
+
+/// The channel of a lab that declares none: the kickstart's image on its
+/// own ref, as labs before channels installed it.
+pub const IMPLICIT_CHANNEL: &str = "default";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileServer {
     pub address: IpAddr,
@@ -214,8 +235,9 @@ pub struct BootIso {
 pub struct Kickstart {
     /// The kickstart template, absolute.
     pub template: PathBuf,
-    /// The image the guests install (default: the first image without a parent).
-    pub image: String,
+    /// The channel the guests install from (`channel="edge"`; the lab's only
+    /// channel when not named, or the implicit one of `image="v1"`).
+    pub channel: String,
     /// The installed user.
     pub user: String,
     /// File holding the user's password hash (crypt(3) format); never plaintext.
@@ -282,6 +304,13 @@ impl Lab {
     }
     pub fn guest(&self, name: &str) -> Option<&Guest> {
         self.guests.iter().find(|it| it.name == name)
+    }
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|it| it.name == name)
+    }
+    /// The channel the kickstart installs from.
+    pub fn install_channel(&self) -> Option<&Channel> {
+        self.channel(&self.kickstart.channel)
     }
     /// Shows a path relative to the lab's folder when it is inside it.
     pub fn display_path<'a>(&self, path: &'a Path) -> std::borrow::Cow<'a, str> {

@@ -30,6 +30,7 @@ impl Parser<'_> {
         containers: &[Container],
         blueprints: &[Blueprint],
         images: &[Image],
+        channels: &[Channel],
     ) {
         for reference in &spans.references {
             if spans.unnamed.contains(&reference.target) {
@@ -37,6 +38,7 @@ impl Parser<'_> {
             }
             let (noun, declared): (&str, Vec<&str>) = match &reference.target {
                 Target::Image => ("image", images.iter().map(|it| it.name.as_str()).collect()),
+                Target::Channel => ("channel", channels.iter().map(|it| it.name.as_str()).collect()),
                 Target::Blueprint => ("blueprint", blueprints.iter().map(|it| it.name.as_str()).collect()),
                 Target::Build { container } => (
                     "build",
@@ -61,6 +63,28 @@ impl Parser<'_> {
                 &format!("no {noun} `{}`", reference.name),
                 Some(help),
             );
+        }
+    }
+
+    /// No two channels publish the same ref: the served repo holds one
+    /// commit per ref.
+    pub(super) fn check_channel_refs(&mut self, spans: &Spans) {
+        let mut seen: BTreeMap<&str, SourceSpan> = BTreeMap::new();
+        for ostree_ref in &spans.channel_refs {
+            match seen.get(ostree_ref.value.as_str()) {
+                Some(first) => {
+                    let (line, _) = diag::line_column(self.text, first.offset());
+                    self.report(
+                        ostree_ref.span,
+                        format!("two channels publish the ref \"{}\"", ostree_ref.value),
+                        "already a channel's ref",
+                        Some(format!("the channel on line {line} has it: give each channel its own ref")),
+                    );
+                }
+                None => {
+                    seen.insert(&ostree_ref.value, ostree_ref.span);
+                }
+            }
         }
     }
 

@@ -23,9 +23,9 @@ use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::{
-    AccelSetting, Auto, Backend, Backends, Blueprint, BootIso, Container, ContainerBuild, ContainerTag, FileServer,
-    Guest, GuestRole, Image, ImageType, Ipv4Cidr, Kickstart, Lab, Network, PackageAction, PackageMapping, Registry,
-    StoreSettings, VrrpState,
+    AccelSetting, Auto, Backend, Backends, Blueprint, BootIso, Channel, Container, ContainerBuild, ContainerTag,
+    FileServer, Guest, GuestRole, Image, ImageType, Ipv4Cidr, Kickstart, Lab, Network, PackageAction, PackageMapping,
+    Registry, StoreSettings, VrrpState,
 };
 use crate::diag::{self, Diagnostic, Diagnostics, PlainLayout};
 
@@ -92,6 +92,7 @@ const TOP_LEVEL: &[&str] = &[
     "container",
     "blueprint",
     "image",
+    "channel",
     "file-server",
     "boot-iso",
     "kickstart",
@@ -100,7 +101,7 @@ const TOP_LEVEL: &[&str] = &[
     "store",
     "libvirt",
 ];
-const TOP_LEVEL_REPEATED: &[&str] = &["container", "blueprint", "image", "guest"];
+const TOP_LEVEL_REPEATED: &[&str] = &["container", "blueprint", "image", "channel", "guest"];
 
 const LAB: Shape = Shape { max_args: 1, props: &[], children: Some(&["backend", "backends", "accel"]), repeated: &[] };
 const BACKENDS: Shape =
@@ -124,12 +125,13 @@ const IMAGE: Shape = Shape {
     children: Some(&["packages"]),
     repeated: &["packages"],
 };
+const CHANNEL: Shape = Shape { max_args: 1, props: &["ref", "image"], children: None, repeated: &[] };
 const PACKAGES: Shape = Shape { max_args: usize::MAX, props: &[], children: None, repeated: &[] };
 const FILE_SERVER: Shape = Shape { max_args: 0, props: &["address", "port"], children: None, repeated: &[] };
 const BOOT_ISO: Shape = Shape { max_args: 0, props: &["file"], children: None, repeated: &[] };
 const KICKSTART: Shape = Shape {
     max_args: 0,
-    props: &["template", "image", "user"],
+    props: &["template", "channel", "image", "user"],
     children: Some(&["password-hash-file"]),
     repeated: &[],
 };
@@ -182,6 +184,7 @@ struct Reference {
 #[derive(Clone, PartialEq, Eq)]
 enum Target {
     Image,
+    Channel,
     Blueprint,
     Build { container: String },
 }
@@ -198,6 +201,8 @@ struct Spans {
     references: Vec<Reference>,
     /// Image name -> (parent, span of `parent=`).
     image_parents: Vec<(String, Option<Spanned<String>>)>,
+    /// Each channel's ref, for the check that no two share one.
+    channel_refs: Vec<Spanned<String>>,
     /// (container, build, from) for build cycles.
     build_froms: Vec<(String, String, Option<Spanned<String>>)>,
     names: Vec<(&'static str, Spanned<String>)>,

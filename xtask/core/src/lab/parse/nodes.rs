@@ -1,6 +1,7 @@
 //! The lab, node by node: each top-level node kind read into its typed value.
 
 use super::*;
+use crate::lab::IMPLICIT_CHANNEL;
 
 impl Parser<'_> {
     pub(super) fn lab(&mut self, doc: &KdlDocument, file: &Path) -> Lab {
@@ -13,16 +14,18 @@ impl Parser<'_> {
         let containers: Vec<Container> = nodes(doc, "container").map(|node| self.container(node, &mut spans)).collect();
         let blueprints: Vec<Blueprint> = nodes(doc, "blueprint").map(|node| self.blueprint(node, &mut spans)).collect();
         let images: Vec<Image> = nodes(doc, "image").map(|node| self.image(node, &mut spans)).collect();
+        let mut channels: Vec<Channel> = nodes(doc, "channel").map(|node| self.channel(node, &mut spans)).collect();
         let file_server = self.file_server(first(doc, "file-server"), &mut spans);
         let boot_iso = first(doc, "boot-iso").and_then(|node| self.boot_iso(node));
         let guests: Vec<Guest> = nodes(doc, "guest").map(|node| self.guest(node, &mut spans)).collect();
-        let kickstart = self.kickstart(first(doc, "kickstart"), &images, !guests.is_empty(), &mut spans);
+        let kickstart = self.kickstart(first(doc, "kickstart"), &images, &mut channels, !guests.is_empty(), &mut spans);
         let package_map = first(doc, "package-map").map(|node| self.package_map(node, &mut spans)).unwrap_or_default();
         let store = self.store(first(doc, "store"));
         let libvirt_uri = self.libvirt_uri(first(doc, "libvirt"));
 
         self.check_duplicates(&spans);
-        self.check_references(&spans, &containers, &blueprints, &images);
+        self.check_references(&spans, &containers, &blueprints, &images, &channels);
+        self.check_channel_refs(&spans);
         self.check_image_cycles(&spans);
         self.check_build_cycles(&spans);
         self.check_guests(&spans);
@@ -40,6 +43,7 @@ impl Parser<'_> {
             containers,
             blueprints,
             images,
+            channels,
             file_server,
             boot_iso,
             kickstart,
@@ -359,6 +363,39 @@ impl Parser<'_> {
         }
     }
 
+    pub(super) fn channel(&mut self, node: &KdlNode, spans: &mut Spans) -> Channel {
+        self.check_shape(node, &CHANNEL);
+        let example = "channel \"edge\" ref=\"rhel/8/x86_64/edge\" image=\"v1\"";
+        let name = self.name_arg(node, "channel", example);
+        match &name {
+            Some(name) => {
+                self.check_simple_name(name, "channel name");
+                spans.names.push(("channel", name.clone()));
+            }
+            None => spans.unnamed.push(Target::Channel),
+        }
+        let channel_name = name.as_ref().map(|it| it.value.clone()).unwrap_or_default();
+        let ostree_ref = self.string(node, Slot::Prop("ref"), Need::Required, "ref=\"rhel/8/x86_64/edge\"");
+        if let Some(ostree_ref) = &ostree_ref {
+            self.check_ostree_ref(ostree_ref);
+            spans.channel_refs.push(ostree_ref.clone());
+        }
+        let image = self.string(node, Slot::Prop("image"), Need::Required, "image=\"v1\"");
+        if let Some(image) = &image {
+            spans.references.push(Reference {
+                what: format!("channel `{channel_name}` starts at image"),
+                target: Target::Image,
+                name: image.value.clone(),
+                span: image.span,
+            });
+        }
+        Channel {
+            name: channel_name,
+            ostree_ref: ostree_ref.map(|it| it.value).unwrap_or_default(),
+            image: image.map(|it| it.value).unwrap_or_default(),
+        }
+    }
+
     pub(super) fn file_server(&mut self, node: Option<&KdlNode>, spans: &mut Spans) -> FileServer {
         let mut file_server = FileServer { address: IpAddr::V4(Ipv4Addr::UNSPECIFIED), port: 8000 };
         let Some(node) = node else { return file_server };
@@ -387,13 +424,14 @@ impl Parser<'_> {
         &mut self,
         node: Option<&KdlNode>,
         images: &[Image],
+        channels: &mut Vec<Channel>,
         needed: bool,
         spans: &mut Spans,
     ) -> Kickstart {
         let default_image = images.iter().find(|image| image.parent.is_none()).map(|image| image.name.clone());
         let mut kickstart = Kickstart {
             template: self.root.join("guest/kickstart/edge.ks.in"),
-            image: default_image.clone().unwrap_or_default(),
+            channel: String::new(),
             user: "core".into(),
             password_hash_file: None,
         };
@@ -403,9 +441,12 @@ impl Parser<'_> {
                     spans.lab_span.unwrap_or_else(|| (0, 0).into()),
                     "the lab has guests but no `kickstart`".into(),
                     "in this lab",
-                    Some("add: kickstart template=\"guest/kickstart/edge.ks.in\" image=\"v1\" user=\"core\"".into()),
+                    Some(
+                        "add: kickstart template=\"guest/kickstart/edge.ks.in\" channel=\"edge\" user=\"core\"".into(),
+                    ),
                 );
             }
+            kickstart.channel = self.install_channel(None, None, None, default_image, images, channels);
             return kickstart;
         };
         self.check_shape(node, &KICKSTART);
@@ -413,24 +454,38 @@ impl Parser<'_> {
         if let Some(template) = self.string(node, Slot::Prop("template"), Need::Required, example) {
             kickstart.template = self.existing_path(&template, PathKind::File, "kickstart template");
         }
-        match self.string(node, Slot::Prop("image"), Need::Optional, "image=\"v1\"") {
-            Some(image) => {
-                spans.references.push(Reference {
-                    what: "the kickstart installs image".into(),
-                    target: Target::Image,
-                    name: image.value.clone(),
-                    span: image.span,
-                });
-                kickstart.image = image.value;
-            }
-            None if default_image.is_none() && needed => self.report(
+        let channel = self.string(node, Slot::Prop("channel"), Need::Optional, "channel=\"edge\"");
+        let image = self.string(node, Slot::Prop("image"), Need::Optional, "image=\"v1\"");
+        if let Some(channel) = &channel {
+            spans.references.push(Reference {
+                what: "the kickstart installs from channel".into(),
+                target: Target::Channel,
+                name: channel.value.clone(),
+                span: channel.span,
+            });
+        }
+        if let Some(image) = &image {
+            spans.references.push(Reference {
+                what: "the kickstart installs image".into(),
+                target: Target::Image,
+                name: image.value.clone(),
+                span: image.span,
+            });
+        }
+        if image.is_none() && channel.is_none() && default_image.is_none() && channels.is_empty() && needed {
+            self.report(
                 node.name().span(),
                 "the kickstart has no image to install".into(),
                 "no image",
-                Some("declare an image without a parent, or name one with image=\"v1\"".into()),
-            ),
-            None => {}
+                Some(
+                    "declare a channel (channel \"edge\" ref=\"rhel/8/x86_64/edge\" image=\"v1\") and name it \
+                     with channel=\"edge\""
+                        .into(),
+                ),
+            );
         }
+        kickstart.channel =
+            self.install_channel(Some(node.name().span()), channel, image, default_image, images, channels);
         if let Some(user) = self.string(node, Slot::Prop("user"), Need::Optional, "user=\"core\"") {
             self.check_user_name(&user);
             kickstart.user = user.value;
@@ -440,6 +495,76 @@ impl Parser<'_> {
             kickstart.password_hash_file = Some(self.existing_path(&path, PathKind::File, "password hash file"));
         }
         kickstart
+    }
+
+    /// The kickstart's channel: the one it names, the lab's only channel,
+    /// or (in a lab without channels) the implicit channel of its image,
+    /// which is added to `channels`: the image of `image=`, or else the
+    /// first image without a parent (`default_image`).
+    fn install_channel(
+        &mut self,
+        node_span: Option<SourceSpan>,
+        channel: Option<Spanned<String>>,
+        image: Option<Spanned<String>>,
+        default_image: Option<String>,
+        images: &[Image],
+        channels: &mut Vec<Channel>,
+    ) -> String {
+        let names: Vec<String> = channels.iter().map(|it| it.name.clone()).collect();
+        let written_image = image.as_ref();
+        match (channel, channels.is_empty()) {
+            (Some(channel), _) => {
+                if let Some(image) = written_image {
+                    self.report(
+                        image.span,
+                        "the kickstart names both a channel and an image".into(),
+                        "installs come from the channel",
+                        Some(format!("remove image=\"{}\": the channel says which image installs get", image.value)),
+                    );
+                }
+                channel.value
+            }
+            (None, false) => {
+                let starting_here = written_image.and_then(|image| channels.iter().find(|it| it.image == image.value));
+                if let Some(image) = written_image {
+                    let help = match starting_here {
+                        Some(channel) => {
+                            format!("write channel=\"{}\" (it starts at image `{}`)", channel.name, image.value)
+                        }
+                        None => format!("write channel=\"NAME\" with one of the channels: {}", names.join(", ")),
+                    };
+                    self.report(
+                        image.span,
+                        "the lab declares channels: the kickstart installs from one, not from an image".into(),
+                        "an image",
+                        Some(help),
+                    );
+                }
+                match (channels.len(), node_span) {
+                    (1, _) => channels[0].name.clone(),
+                    (_, Some(span)) if written_image.is_none() => {
+                        self.report(
+                            span,
+                            format!("the lab declares {} channels: which one do guests install from?", channels.len()),
+                            "no channel named",
+                            Some(format!("add channel=\"NAME\", one of: {}", names.join(", "))),
+                        );
+                        String::new()
+                    }
+                    _ => starting_here.map(|it| it.name.clone()).unwrap_or_default(),
+                }
+            }
+            (None, true) => {
+                let Some(image) = image.map(|it| it.value).or(default_image) else { return String::new() };
+                let ostree_ref = images.iter().find(|it| it.name == image).map(|it| it.ostree_ref.clone());
+                channels.push(Channel {
+                    name: IMPLICIT_CHANNEL.to_string(),
+                    ostree_ref: ostree_ref.unwrap_or_default(),
+                    image,
+                });
+                IMPLICIT_CHANNEL.to_string()
+            }
+        }
     }
 
     pub(super) fn guest(&mut self, node: &KdlNode, spans: &mut Spans) -> Guest {

@@ -665,7 +665,8 @@ fn up(lab: &Lab, store: &Store, socket: &Path) -> Summary {
     let facts = facts_of(lab, &graph, store);
     let lock = store.lock(LockWait::Wait).unwrap();
     let progress = quiet();
-    fast_config(socket).scoped(|| runner::run(lab, &graph, &facts, store, &lock, &[], &progress))
+    fast_config(socket).save_for_store(store).unwrap();
+    runner::run(lab, &graph, &facts, store, &lock, &[], &progress)
 }
 
 fn plan_of(lab: &Lab, store: &Store) -> plan::Plan {

@@ -89,9 +89,7 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
 /// The RHEL world's composer: osbuild-composer through its Weldr API, with
 /// its compose state in the store's run state.
 pub fn weldr_backend(store: &Store) -> anyhow::Result<Box<dyn ComposeBackend>> {
-    let mut config = weldr::WeldrConfig::current();
-    config.state_dir = Some(store.run_dir("weldr")?);
-    Ok(Box::new(WeldrComposer { config }))
+    Ok(Box::new(WeldrComposer { config: weldr::WeldrConfig::for_store(store)? }))
 }
 
 /// Where `EDGELAB_COMPOSER_CACHE` names a folder, the local composer keeps

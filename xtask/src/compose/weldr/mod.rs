@@ -57,7 +57,7 @@ use crate::{blueprint::Blueprint, progress::Progress};
 pub const DEFAULT_SOCKET: &str = "/run/weldr/api.socket";
 
 /// How the client talks to composer; tests shorten the times.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WeldrConfig {
     pub socket: PathBuf,
     /// Per read or write on the socket.
@@ -79,6 +79,7 @@ pub struct WeldrConfig {
     pub compose_post_grace: Duration,
     /// Where the client records the composes it started (UUID, ref, parent),
     /// so adoption can tell its own composes apart. `None`: no record.
+    #[serde(skip)]
     pub state_dir: Option<PathBuf>,
 }
 
@@ -154,10 +155,11 @@ impl Default for WeldrConfig {
     }
 }
 
-thread_local! {
-    /// A config set by `WeldrConfig::scoped` for the stages run on this thread.
-    static SCOPED_CONFIG: std::cell::RefCell<Option<WeldrConfig>> = const { std::cell::RefCell::new(None) };
-}
+/// The Weldr client's settings in a store's run state, when written: a
+/// composer on another socket or with other timeouts (the tests point the
+/// compose stage at their fake composer with millisecond timeouts this
+/// way). Without it the stage uses `WeldrConfig::from_env`.
+pub const SETTINGS_FILE: &str = "weldr/client.json";
 
 impl WeldrConfig {
     /// The default, with the socket from `EDGELAB_WELDR_SOCKET` when set.
@@ -169,20 +171,23 @@ impl WeldrConfig {
         config
     }
 
-    /// What the `compose` stage uses: the scoped config of this thread, if
-    /// any, else `from_env`.
-    pub fn current() -> WeldrConfig {
-        SCOPED_CONFIG.with(|scoped| scoped.borrow().clone()).unwrap_or_else(WeldrConfig::from_env)
+    /// What the `compose` stage uses for `store`: its settings file
+    /// ([`SETTINGS_FILE`]) when there is one, else `from_env`; the
+    /// composes it starts recorded in the store's run state.
+    pub fn for_store(store: &crate::store::Store) -> anyhow::Result<WeldrConfig> {
+        let mut config = match store.load_state(SETTINGS_FILE) {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading the Weldr client's settings, run/{SETTINGS_FILE} in the store"))?,
+            None => WeldrConfig::from_env(),
+        };
+        config.state_dir = Some(store.run_dir("weldr")?);
+        Ok(config)
     }
 
-    /// Runs `f` with `self` as the config of the stages it runs on this
-    /// thread (the runner runs stages on the caller's thread). Tests use it
-    /// to point the stage at a fake composer without process-wide state.
-    pub fn scoped<T>(self, f: impl FnOnce() -> T) -> T {
-        let previous = SCOPED_CONFIG.with(|scoped| scoped.borrow_mut().replace(self));
-        let result = f();
-        SCOPED_CONFIG.with(|scoped| *scoped.borrow_mut() = previous);
-        result
+    /// Writes `self` as `store`'s settings file (read by `for_store`).
+    pub fn save_for_store(&self, store: &crate::store::Store) -> anyhow::Result<()> {
+        store.save_state(SETTINGS_FILE, &serde_json::to_vec_pretty(self)?)?;
+        Ok(())
     }
 }
 

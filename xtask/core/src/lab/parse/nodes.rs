@@ -282,16 +282,37 @@ impl Parser<'_> {
         Container { name: container_name, builds, tags }
     }
 
-    pub(super) fn blueprint(&mut self, node: &KdlNode, spans: &mut Spans) -> Blueprint {
-        self.check_shape(node, &BLUEPRINT);
-        let name = self.name_arg(node, "blueprint", "blueprint \"RFE\" file=\"guest/blueprints/RFE.toml\"");
+    /// The name of a node named by a simple name (blueprint, image,
+    /// channel), checked and recorded for the duplicate and reference
+    /// checks; a node without one is recorded as unnamed.
+    fn simple_name(
+        &mut self,
+        node: &KdlNode,
+        spans: &mut Spans,
+        kind: &'static str,
+        target: Target,
+        example: &str,
+    ) -> Option<Spanned<String>> {
+        let name = self.name_arg(node, kind, example);
         match &name {
             Some(name) => {
-                self.check_simple_name(name, "blueprint name");
-                spans.names.push(("blueprint", name.clone()));
+                self.check_simple_name(name, &format!("{kind} name"));
+                spans.names.push((kind, name.clone()));
             }
-            None => spans.unnamed.push(Target::Blueprint),
+            None => spans.unnamed.push(target),
         }
+        name
+    }
+
+    pub(super) fn blueprint(&mut self, node: &KdlNode, spans: &mut Spans) -> Blueprint {
+        self.check_shape(node, &BLUEPRINT);
+        let name = self.simple_name(
+            node,
+            spans,
+            "blueprint",
+            Target::Blueprint,
+            "blueprint \"RFE\" file=\"guest/blueprints/RFE.toml\"",
+        );
         let file = self
             .string(node, Slot::Prop("file"), Need::Required, "file=\"guest/blueprints/RFE.toml\"")
             .map(|path| self.existing_path(&path, PathKind::File, "blueprint file"));
@@ -301,14 +322,7 @@ impl Parser<'_> {
     pub(super) fn image(&mut self, node: &KdlNode, spans: &mut Spans) -> Image {
         self.check_shape(node, &IMAGE);
         let example = "image \"v1\" type=\"edge-commit\" blueprint=\"RFE\" ref=\"rhel/8/x86_64/edge\"";
-        let name = self.name_arg(node, "image", example);
-        match &name {
-            Some(name) => {
-                self.check_simple_name(name, "image name");
-                spans.names.push(("image", name.clone()));
-            }
-            None => spans.unnamed.push(Target::Image),
-        }
+        let name = self.simple_name(node, spans, "image", Target::Image, example);
         let image_name = name.as_ref().map(|it| it.value.clone()).unwrap_or_default();
         if let Some(value) = self.string(node, Slot::Prop("type"), Need::Optional, "type=\"edge-commit\"") {
             self.choice(&value, "image type", &["edge-commit"]);
@@ -366,14 +380,7 @@ impl Parser<'_> {
     pub(super) fn channel(&mut self, node: &KdlNode, spans: &mut Spans) -> Channel {
         self.check_shape(node, &CHANNEL);
         let example = "channel \"edge\" ref=\"rhel/8/x86_64/edge\" image=\"v1\"";
-        let name = self.name_arg(node, "channel", example);
-        match &name {
-            Some(name) => {
-                self.check_simple_name(name, "channel name");
-                spans.names.push(("channel", name.clone()));
-            }
-            None => spans.unnamed.push(Target::Channel),
-        }
+        let name = self.simple_name(node, spans, "channel", Target::Channel, example);
         let channel_name = name.as_ref().map(|it| it.value.clone()).unwrap_or_default();
         let ostree_ref = self.string(node, Slot::Prop("ref"), Need::Required, "ref=\"rhel/8/x86_64/edge\"");
         if let Some(ostree_ref) = &ostree_ref {

@@ -145,6 +145,10 @@ enum LabCommand {
     },
     /// Artifacts, services and guests at a glance.
     Status,
+    /// Watch the lab's inputs; on each save rebuild what is stale and roll the
+    /// lab forward (upgrade the guests onto a changed channel, say which need a
+    /// reinstall), printing the seconds from the save to healthy guests.
+    Watch,
     /// Stop guests and services; keep the store.
     Down,
     /// A shell inside the lab's network namespace (local world).
@@ -173,6 +177,21 @@ enum GuestCommand {
         timeout: u64,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
+    },
+    /// Move guests to their channel's commit as a device does: stage it through
+    /// the guest's own update service, reboot through its apply service, and
+    /// report greenboot's verdict (healthy, or rolled back after 3 red boots with
+    /// the failed check and its output), what was fetched and each phase's
+    /// seconds. Exits 1 when a guest rolled back.
+    Upgrade {
+        /// Guests of the lab (all of them with --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        /// The reports as JSON on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// The guest's launcher (its bootloader loop); `lab up` starts it.
     #[command(hide = true)]
@@ -244,6 +263,7 @@ fn main() {
         ),
         Command::Lab(LabCommand::Plan { explain, json }) => cli::lab_cmd::plan_cmd(global, *explain, *json),
         Command::Lab(LabCommand::Status) => cli::lab_cmd::status(global),
+        Command::Lab(LabCommand::Watch) => cli::lab_watch::watch(global),
         Command::Lab(LabCommand::Down) => cli::lab_cmd::down(global),
         Command::Lab(LabCommand::Shell) => cli::guest::shell(global),
         Command::Lab(LabCommand::Exec { command }) => cli::guest::exec(global, command),
@@ -253,6 +273,7 @@ fn main() {
         Command::Guest(GuestCommand::Exec { name, timeout, command }) => {
             cli::guest::guest_exec(global, name, *timeout, command)
         }
+        Command::Guest(GuestCommand::Upgrade { names, all, json }) => cli::guest::upgrade(global, names, *all, *json),
         Command::Guest(GuestCommand::RunLauncher { name, accel }) => {
             cli::guest::run_launcher(global, name, accel.as_deref())
         }

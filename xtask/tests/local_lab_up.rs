@@ -4,7 +4,9 @@
 //! pre-seeded with the warm composer cache when there is one
 //! (/var/tmp/edgelab-test-cache/composer; cold otherwise, ~10 more minutes).
 //! Asserts the summary, that the VIP answers the v1 page from inside the
-//! lab's namespace, that a second `lab up` runs nothing, and that `lab down`
+//! lab's namespace, that a second `lab up` runs nothing, that `lab watch`
+//! upgrades the running guests after a package is added to the blueprint
+//! (`guest upgrade --all` then finds them current), and that `lab down`
 //! removes the namespace. (A forced recompose keeping what follows cached is
 //! `local_store_current`'s, on a lab without guests.) A guard runs
 //! `lab down` however the test ends. Needs root, qemu, ostree, mmdebstrap,
@@ -139,7 +141,99 @@ fn lab_up_serves_the_v1_page_on_the_vip_and_lab_down_removes_the_network() {
     assert!(!second.stdout.contains(" ran "), "a second lab up ran stages:\n{}", second.stdout);
     eprintln!("second lab up took {:?}", again.elapsed());
 
+    watch_upgrades_the_guests_after_a_blueprint_edit(&lab);
+
     let down = lab.xtask(&["lab", "down"], Duration::from_secs(120));
     assert!(down.status.success(), "lab down failed:\n{}\n{}", down.stdout, down.stderr);
     assert!(!ip::netns_exists(NETNS), "lab down left the namespace {NETNS}");
+}
+
+/// The developer's inner loop on the lab that is up: `lab watch` runs, a
+/// package is added to the blueprint, and without another command the
+/// running guests are upgraded onto the recomposed image (the channel
+/// follows v1) through their own stage and apply services, healthy, with
+/// the package present and the new commit booted, before the installs'
+/// from-scratch delta is built (then the lab is current again). `guest upgrade --all
+/// --json` then finds both already on it. The demo's greenboot check
+/// fails any upgrade while /etc/greenboot/orig.txt holds the install's
+/// commit (the rollback scenario, which e2e asserts with the failed check
+/// named and quoted), so it is removed first, as the upgrade scenario does.
+fn watch_upgrades_the_guests_after_a_blueprint_edit(lab: &Lab) {
+    for guest in GUESTS {
+        let out =
+            lab.xtask(&["guest", "exec", guest, "--", "rm", "-f", "/etc/greenboot/orig.txt"], Duration::from_secs(120));
+        assert!(out.status.success(), "allowing the upgrade on {guest}: {out:?}");
+    }
+    let log = lab.store.join("run/watch-test.log");
+    let mut watch = Cmd::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("--lab")
+        .arg(&lab.lab_file)
+        .arg("--store")
+        .arg(&lab.store)
+        .args(["lab", "watch"])
+        .spawn_logged(&log)
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let watching =
+        wait_until(Duration::from_secs(60), "lab watch to start watching", || read_log().contains("watching "));
+    assert!(watching, "lab watch did not start:\n{}", read_log());
+
+    let blueprint = lab.lab_file.parent().unwrap().join("guest/blueprints/RFE.toml");
+    let text = std::fs::read_to_string(&blueprint).unwrap();
+    std::fs::write(&blueprint, format!("{text}\n[[packages]]\nname = \"{ADDED}\"\nversion = \"*\"\n")).unwrap();
+    let saved = Instant::now();
+    let done = wait_until(Duration::from_secs(1800), "lab watch to upgrade the guests", || {
+        let text = read_log();
+        text.contains("the lab is current") || text.contains("this round failed")
+    });
+    let edit_to_verdict = saved.elapsed();
+    watch.kill().ok();
+    watch.wait().ok();
+    let text = read_log();
+    eprintln!("lab watch after the edit ({:.1?} to the verdict line):\n{text}", edit_to_verdict);
+    assert!(done && text.contains("2 of 2 guest(s) healthy on v1"), "lab watch did not upgrade both guests:\n{text}");
+    // The upgrade did not wait for the installs' from-scratch delta, which
+    // was built after it.
+    let upgraded = text.find("guest(s) healthy on").unwrap();
+    let deltas = text.find("building what installs need").expect("the lab's own repo built after the upgrade");
+    assert!(text.contains("without the installs' from-scratch delta first") && upgraded < deltas, "{text}");
+    assert!(!text.contains("ROLLED BACK"), "{text}");
+
+    let upgrade = lab.xtask(&["guest", "upgrade", "--all", "--json"], Duration::from_secs(600));
+    assert!(upgrade.status.success(), "guest upgrade --all: {upgrade:?}");
+    let reports: serde_json::Value = serde_json::from_str(&upgrade.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), GUESTS.len(), "{reports:?}");
+    for report in reports {
+        assert_eq!(report["verdict"], "already-current", "{report}");
+        let guest = report["guest"].as_str().unwrap();
+        let commit = report["to_commit"].as_str().unwrap();
+        assert!(text.contains(&commit[..12]), "the watch did not name the channel's new commit {commit}:\n{text}");
+        let status = lab.xtask(&["guest", "exec", guest, "--", "ostree", "admin", "status"], Duration::from_secs(120));
+        let booted = status.stdout.lines().find(|line| line.starts_with("* ")).unwrap_or_default();
+        assert!(booted.contains(commit), "{guest} does not boot {commit}:\n{}", status.stdout);
+        let found = lab.xtask(
+            &["guest", "exec", guest, "--", "sh", "-c", &format!("command -v {ADDED}")],
+            Duration::from_secs(120),
+        );
+        assert!(found.status.success(), "{ADDED} is not on {guest} after the upgrade: {found:?}");
+    }
+}
+
+/// The lab's guests (lab.kdl).
+const GUESTS: [&str; 2] = ["edge-device-1", "edge-device-2"];
+/// The package the edit adds: small, in Debian, not in the image yet.
+const ADDED: &str = "tree";
+
+/// Polls `done` every 2 s until it holds or `limit` passes; whether it held.
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    eprintln!("gave up waiting for {what} after {limit:?}");
+    false
 }

@@ -40,7 +40,8 @@ fn promote_v2_then_v1_moves_the_channel_and_what_installs_get() {
 
     let started = Instant::now();
     let at_v2 = tmp.path().join("published-v2");
-    let generated = publish_tree(&served.join("repo"), &at_v2.join("repo"), &[edge("v2", &v2)], &cache, &note).unwrap();
+    let generated =
+        publish_tree(&served.join("repo"), &at_v2.join("repo"), &[edge("v2", &v2)], &cache, true, &note).unwrap();
     // A promotion generates no from-scratch delta (minutes of LZMA): the
     // install after it pulls v2's objects one by one.
     assert!(generated.is_empty(), "a promotion generated {generated:?}");
@@ -55,7 +56,7 @@ fn promote_v2_then_v1_moves_the_channel_and_what_installs_get() {
 
     let started = Instant::now();
     let at_v1 = tmp.path().join("published-v1");
-    publish_tree(&served.join("repo"), &at_v1.join("repo"), &[edge("v1", &v1)], &cache, &note).unwrap();
+    publish_tree(&served.join("repo"), &at_v1.join("repo"), &[edge("v1", &v1)], &cache, true, &note).unwrap();
     assert_eq!(rev_parse(&at_v1, image::OSTREE_REF), v1);
     assert_eq!(install(tmp.path(), &at_v1, "after-promote-v1", Some(&v1), true), v1);
     assert_eq!(install(tmp.path(), &at_v1, "ostreesetup-after-promote-v1", None, false), v1);

@@ -292,3 +292,31 @@ fn a_channel_promotion_reruns_the_publish_and_the_installs() {
     assert_eq!(not_fresh(&plan), Vec::<String>::new(), "promoting back reuses lab.kdl's build");
     assert_eq!(keys(&plan), unpromoted);
 }
+
+#[test]
+fn the_upgrade_graph_rebuilds_only_the_repo_and_what_follows() {
+    // `lab watch` builds a served repo without the installs' from-scratch
+    // delta first: another artifact of the repo stage, the composes shared.
+    let (graph, facts, store) = built_demo(false);
+    let fast = graph.clone().without_install_deltas();
+    let stale = not_fresh(&plan_of(&fast, &facts, &store));
+    expect![[r#"
+        [
+            "repo served",
+            "publish served",
+            "install edge-device-1",
+            "install edge-device-2",
+        ]
+    "#]]
+    .assert_debug_eq(&stale);
+    let repo = stage("repo served");
+    assert_ne!(
+        keys(&plan_of(&fast, &facts, &store))["repo served"],
+        keys(&plan_of(&graph, &facts, &store))["repo served"]
+    );
+    assert_eq!(fast.stage(&repo).unwrap().params["installed"], serde_json::json!([]));
+    assert_eq!(graph.stage(&repo).unwrap().params["installed"], serde_json::json!(["v1"]));
+    let publish = stage("publish served");
+    assert_eq!(fast.stage(&publish).unwrap().params["install-deltas"], serde_json::json!(false));
+    assert!(!graph.stage(&publish).unwrap().params.contains_key("install-deltas"));
+}

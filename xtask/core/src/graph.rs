@@ -158,6 +158,23 @@ impl Graph {
         self.stages.iter().find(|stage| &stage.id == id)
     }
 
+    /// The graph with a served repo and a publish that make no from-scratch
+    /// delta: what an upgrade needs, built first by `lab watch` (minutes of
+    /// LZMA per new commit are the installs' alone). Its repo and publish are
+    /// other artifacts, keyed by their params as every other; the lab's own
+    /// graph keeps the deltas.
+    pub fn without_install_deltas(mut self) -> Graph {
+        for stage in &mut self.stages {
+            let (name, value) = match stage.id.kind {
+                StageKind::Repo => ("installed", Value::Array(Vec::new())),
+                StageKind::Publish => ("install-deltas", Value::Bool(false)),
+                _ => continue,
+            };
+            stage.params.insert(name.into(), value);
+        }
+        self
+    }
+
     /// `id` and every stage that depends on it, directly or not.
     pub fn downstream_of(&self, id: &StageId) -> Vec<StageId> {
         let mut reached = vec![id.clone()];

@@ -1,4 +1,4 @@
-//! `cargo xtask guest console|destroy|start|exec NAME`, `lab shell`, `lab
+//! `cargo xtask guest console|destroy|start|exec|upgrade NAME`, `lab shell`, `lab
 //! exec`, and the local world's guests (`LocalGuests`: their part of `lab
 //! up`, `lab down` and `lab status`).
 
@@ -228,6 +228,120 @@ fn local_console(session: &Session, name: &str) -> anyhow::Result<()> {
     printer.join().ok();
     eprintln!("\n-- left {name}'s console --");
     Ok(())
+}
+
+/// `guest upgrade NAME...|--all [--json]`: each guest, in parallel, stages
+/// its channel's commit as published, reboots into it and waits for
+/// greenboot's verdict (`guests::upgrade`); a rollback exits 1.
+pub fn upgrade(global: &Global, names: &[String], all: bool, json: bool) -> anyhow::Result<()> {
+    let session = Session::load(global)?;
+    crate::world::guests(&session.lab).supports("`guest upgrade`")?;
+    let names: Vec<String> = match all {
+        true => {
+            let (running, stopped): (Vec<String>, Vec<String>) =
+                session.lab.guests.iter().map(|guest| guest.name.clone()).partition(|name| is_running(&session, name));
+            for name in &stopped {
+                eprintln!("guest {name}: not running, left as it is");
+            }
+            running
+        }
+        false => names.to_vec(),
+    };
+    for name in &names {
+        known_guest(&session, name)?;
+        if !is_running(&session, name) {
+            bail!("guest {name} is not running: start it with `cargo xtask guest start {name}`");
+        }
+    }
+    if names.is_empty() {
+        bail!("no guest of the lab is running: `cargo xtask lab up` starts them");
+    }
+    if crate::services::running_pid(&session.store, crate::services::file_server::NAME).is_none() {
+        bail!("the lab's file server is not running, so no guest could fetch its update: run `cargo xtask lab up`");
+    }
+    let target = channel_target(&session)?;
+    let reports = finish_upgrades(upgrade_guests(&session, &names, &target, global.quiet), json)?;
+    if reports.iter().any(|report| report.verdict == guests::upgrade::Verdict::RolledBack) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Prints the reports (text, or JSON on stdout); fails naming each guest
+/// whose upgrade did not finish.
+pub fn finish_upgrades(
+    results: Vec<(String, anyhow::Result<guests::upgrade::Report>)>,
+    json: bool,
+) -> anyhow::Result<Vec<guests::upgrade::Report>> {
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(report) => reports.push(report),
+            Err(err) => failures.push(format!("{name}: {err:#}")),
+        }
+    }
+    match json {
+        true => println!("{}", serde_json::to_string_pretty(&reports)?),
+        false => reports.iter().for_each(|report| print!("{}", guests::upgrade::render(report))),
+    }
+    if !failures.is_empty() {
+        bail!("the upgrade did not finish:\n{}", failures.join("\n"));
+    }
+    Ok(reports)
+}
+
+/// Whether the guest's launcher (and so the guest) runs.
+pub fn is_running(session: &Session, name: &str) -> bool {
+    guests::guest_dir(&session.store, name)
+        .ok()
+        .and_then(|dir| guests::load_state(&dir))
+        .is_some_and(|state| guests::is_running(&state))
+}
+
+/// Upgrades `names` to `target` in parallel, a progress line per phase on
+/// stderr (prefixed with the guest's name) unless `quiet`.
+pub fn upgrade_guests(
+    session: &Session,
+    names: &[String],
+    target: &guests::upgrade::Target,
+    quiet: bool,
+) -> Vec<(String, anyhow::Result<guests::upgrade::Report>)> {
+    let ops = guests::upgrade::GuestOps { lab: &session.lab, store: &session.store };
+    std::thread::scope(|scope| {
+        let running: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let ops = &ops;
+                let say = move |line: &str| {
+                    if !quiet {
+                        eprintln!("{name}: {line}");
+                    }
+                };
+                (name.clone(), scope.spawn(move || ops.upgrade(name, target, &say)))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(name, handle)| {
+                let result = handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the upgrade of {name} panicked")));
+                (name, result)
+            })
+            .collect()
+    })
+}
+
+/// The commit guests follow: the channel the kickstart installs from, as
+/// the current publish has it.
+pub fn channel_target(session: &Session) -> anyhow::Result<guests::upgrade::Target> {
+    let channel =
+        session.lab.install_channel().context("the kickstart installs from no channel, so guests follow none")?;
+    let stage = StageId::new(StageKind::Publish, "served");
+    let manifest = session.current()?.manifest(&session.store, &stage).with_context(|| {
+        format!("channel `{}` is not published as the lab stands: run `cargo xtask lab up`", channel.name)
+    })?;
+    let published = crate::stages::publish::published_channel(&manifest.extra, &channel.name)?;
+    Ok(guests::upgrade::Target { channel: published.name, image: published.image, commit: published.commit })
 }
 
 /// `guest exec NAME -- CMD`: a command as root in the guest, through its

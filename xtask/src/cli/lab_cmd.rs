@@ -42,13 +42,17 @@ pub struct UpOptions {
 }
 
 pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
-    let session = Session::load(global)?;
+    up_in(&Session::load(global)?, global, options)
+}
+
+/// `lab up` on a loaded session (`lab watch` brings a variant graph).
+pub fn up_in(session: &Session, global: &Global, options: &UpOptions) -> anyhow::Result<()> {
     let mut targets = runner::Targets::default();
     for name in &options.only {
-        targets.wanted.push(parse_stage(&session, name).context("--only")?);
+        targets.wanted.push(parse_stage(session, name).context("--only")?);
     }
     for name in &options.rebuild {
-        targets.rebuild.insert(parse_stage(&session, name).context("--rebuild")?);
+        targets.rebuild.insert(parse_stage(session, name).context("--rebuild")?);
     }
     let lock = session.store.lock(global.lock_wait())?;
     let progress = Progress::new(global.quiet);
@@ -88,9 +92,9 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
         bail!("some stages failed (see above)");
     }
     drop(lock);
-    ensure_services(&session)?;
+    ensure_services(session)?;
     if options.guests {
-        crate::world::guests(&session.lab).up(&session, &options.reinstall)?;
+        crate::world::guests(&session.lab).up(session, &options.reinstall)?;
     }
     let missing = summary.missing();
     if !missing.is_empty() {
@@ -105,20 +109,25 @@ pub fn up(global: &Global, options: &UpOptions) -> anyhow::Result<()> {
 }
 
 /// Every service the lab uses up (the registry when it has container apps,
-/// the file server serving the repo once the stages have built it).
-fn ensure_services(session: &Session) -> anyhow::Result<()> {
+/// the file server serving the session's current publish once the stages
+/// have built it).
+pub fn ensure_services(session: &Session) -> anyhow::Result<()> {
+    let published = match session.lab.images.is_empty() {
+        true => None,
+        false => crate::services::file_server::served_root_of(&session.store, &session.current()?).ok(),
+    };
     for service in crate::services::Service::ALL {
-        let used = match service {
-            crate::services::Service::Registry => !session.lab.containers.is_empty(),
-            crate::services::Service::FileServer => {
-                !session.lab.images.is_empty()
-                    && crate::services::file_server::served_root(&session.lab, &session.store).is_ok()
+        let ensured = match service {
+            crate::services::Service::Registry if !session.lab.containers.is_empty() => {
+                crate::services::ensure(&session.lab, &session.store, service)?
             }
+            crate::services::Service::FileServer => match &published {
+                Some(root) => crate::services::ensure_file_server_at(&session.lab, &session.store, root)?,
+                None => continue,
+            },
+            crate::services::Service::Registry => continue,
         };
-        if !used {
-            continue;
-        }
-        match crate::services::ensure(&session.lab, &session.store, service)? {
+        match ensured {
             crate::services::Ensured::Started { pid } => println!("lab {service}: started (pid {pid})"),
             crate::services::Ensured::Restarted { pid, why } => {
                 println!("lab {service}: restarted (pid {pid}): {why}")

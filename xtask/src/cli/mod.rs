@@ -16,6 +16,7 @@ pub mod image;
 pub mod image_diff;
 pub mod image_promote;
 pub mod lab_cmd;
+pub mod lab_watch;
 pub mod serve;
 pub mod test_cmd;
 

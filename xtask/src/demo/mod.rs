@@ -15,7 +15,6 @@ pub mod upgrade;
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -25,12 +24,14 @@ use serde::Serialize;
 use crate::{
     cli::Session,
     graph::{StageId, StageKind},
-    guests::{self, netns, shell},
+    guests::{self, netns, shell, upgrade::GuestOps},
     lab::{Lab, VrrpState},
     progress::Progress,
-    services::{self, file_server},
+    services::file_server,
     store::Store,
 };
+
+pub use crate::guests::wait_for;
 
 /// The scenarios, in the order `e2e` runs them.
 pub const SCENARIOS: &[&str] =
@@ -320,10 +321,7 @@ impl<'a> Demo<'a> {
 
     /// Whether the guest's launcher (and so the guest) runs.
     pub fn is_running(&self, guest: &str) -> bool {
-        guests::guest_dir(self.store(), guest)
-            .ok()
-            .and_then(|dir| guests::load_state(&dir))
-            .is_some_and(|state| guests::is_running(&state))
+        crate::cli::guest::is_running(self.session, guest)
     }
 
     /// Waits until the guest's check shell answers and systemd finished
@@ -335,10 +333,15 @@ impl<'a> Demo<'a> {
         })
     }
 
+    /// The guests' reach (shell, boots, file server counts), shared with
+    /// `guest upgrade`.
+    pub fn ops(&self) -> GuestOps<'a> {
+        GuestOps { lab: self.lab(), store: self.store() }
+    }
+
     /// The booted deployment (`<commit>.<serial>`) from `ostree admin status`.
     pub fn booted_deployment(&self, guest: &str) -> anyhow::Result<String> {
-        let status = self.guest_ok(guest, "ostree admin status", Duration::from_secs(60))?;
-        booted_in_status(&status).with_context(|| format!("no booted deployment in `ostree admin status`:\n{status}"))
+        self.ops().booted_deployment(guest)
     }
 
     /// The commit of `image` in the served repo.
@@ -349,15 +352,6 @@ impl<'a> Demo<'a> {
             .and_then(|it| it.as_str())
             .map(String::from)
             .with_context(|| format!("the served repo has no image `{image}`"))
-    }
-
-    /// The lab file server's totals for `guest` (its address on the segment).
-    pub fn served_to(&self, guest: &str) -> anyhow::Result<file_server::ClientTotals> {
-        let segment = netns::segment(self.lab());
-        let port = segment.port(guest).with_context(|| format!("{guest} has no place on the lab segment"))?;
-        let endpoint = services::connect_address(file_server::listen_address(self.lab()));
-        let counters = netns::in_lab_if_up(self.lab(), || file_server::counters(endpoint))??;
-        Ok(counters.client(IpAddr::V4(port.address.addr)))
     }
 
     /// What `guest`'s install pulled from the lab file server (the record
@@ -380,7 +374,7 @@ impl<'a> Demo<'a> {
 
     /// The boots the guest's launcher recorded, oldest first.
     pub fn boots(&self, guest: &str) -> anyhow::Result<Vec<guests::BootRecord>> {
-        Ok(guests::boots(&guests::guest_dir(self.store(), guest)?))
+        self.ops().boots(guest)
     }
 
     /// Kills the guest as `virsh destroy` does.
@@ -395,50 +389,6 @@ impl<'a> Demo<'a> {
         guests::prepare(self.lab(), self.store(), &self.session.current()?, guest, false)?;
         guests::start(self.store(), guest, &guests::launcher_args(self.lab(), self.store(), guest))?;
         Ok(())
-    }
-}
-
-/// The deployments (`<commit>.<serial>`) in `ostree admin status` output,
-/// each with whether it is the booted one (`* ` line).
-pub fn deployments_in_status(status: &str) -> Vec<(String, bool)> {
-    status
-        .lines()
-        .filter_map(|line| {
-            let booted = line.starts_with("* ");
-            let deployment = line.get(2..)?.split_whitespace().nth(1)?;
-            let (commit, serial) = deployment.split_once('.')?;
-            let is_deployment = commit.len() == 64
-                && commit.bytes().all(|byte| byte.is_ascii_hexdigit())
-                && serial.bytes().all(|byte| byte.is_ascii_digit());
-            is_deployment.then(|| (deployment.to_string(), booted))
-        })
-        .collect()
-}
-
-/// The booted deployment in `ostree admin status` output.
-pub fn booted_in_status(status: &str) -> Option<String> {
-    deployments_in_status(status).into_iter().find_map(|(deployment, booted)| booted.then_some(deployment))
-}
-
-/// Polls `probe` until it returns `Some`, or fails after `timeout` with the
-/// last thing seen.
-pub fn wait_for<T>(
-    timeout: Duration,
-    every: Duration,
-    mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("nothing yet");
-    loop {
-        match probe() {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(err) => last = format!("{err:#}"),
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!("not within {timeout:?}; last seen: {last}");
-        }
-        std::thread::sleep(every);
     }
 }
 
@@ -481,25 +431,6 @@ pub fn render(reports: &[Report]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const STATUS: &str = "\
-* debian 2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1
-    origin refspec: edge:rhel/8/x86_64/edge
-  debian 9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0.0 (rollback)
-    origin refspec: edge:rhel/8/x86_64/edge
-";
-
-    #[test]
-    fn status_lists_deployments_and_the_booted_one() {
-        let deployments = deployments_in_status(STATUS);
-        assert_eq!(deployments.len(), 2);
-        assert!(!deployments[1].1);
-        assert_eq!(
-            booted_in_status(STATUS).as_deref(),
-            Some("2b7e0c6f8f1c4b1e9d4a2f0e5c3b7a9d8e6f4c2a1b0d9e8f7a6b5c4d3e2f1a0b.1")
-        );
-        assert_eq!(booted_in_status("  debian abc.0\n"), None);
-    }
 
     #[test]
     fn pages_are_told_apart() {

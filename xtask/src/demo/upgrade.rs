@@ -1,15 +1,17 @@
 //! Scenarios upgrade-rollback and upgrade: the atomic OS upgrade on the
-//! primary guest.
+//! primary guest, through `guest upgrade`'s own functions
+//! (`guests::upgrade`), so `e2e` covers that command.
 //!
 //! upgrade-rollback: the newer image (v2, which adds the upgrade's extra
 //! package, strace) is promoted to the channel the guests follow (`image
 //! promote v2`, the original demo's "serve version-2"); the guest stages it
-//! from the lab's file server and its apply timer reboots into it; the
-//! greenboot check fails (the recorded original commit differs from the
-//! booted one), so the new deployment gets three boot attempts, then the
-//! previous one boots and is made permanent. Asserts the boot count, v1's
-//! commit, no strace, and reports the file server's requests and bytes for
-//! the upgrade against the install's.
+//! from the lab's file server and reboots into it through its apply
+//! service; the greenboot check fails (the recorded original commit differs
+//! from the booted one), so the new deployment gets three boot attempts,
+//! then the previous one boots and is made permanent. Asserts the boot
+//! count, the failed check's name and output, v1's commit, no strace, and
+//! reports the file server's requests and bytes for the upgrade against the
+//! install's.
 //!
 //! upgrade: allows the upgrade (removes the recorded original commit),
 //! stages and reboots again (the channel stays on v2: the lab is left on
@@ -18,21 +20,20 @@
 //! staging fetched only a handful of small files (the objects are already
 //! in the guest's repo).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::{Demo, wait_for};
-use crate::{cli::image_promote::promote_in, guests::BootRecord, progress::Progress, store::LockWait};
+use super::Demo;
+use crate::{
+    cli::image_promote::promote_in,
+    guests::upgrade::{ATTEMPTS, BOOT_TIMEOUT, Report, Target, Verdict, deployments_in_status, describe, render},
+    progress::Progress,
+    store::LockWait,
+};
 
 /// Where the greenboot check keeps the commit the guest was installed with.
 const ORIGINAL_COMMIT_FILE: &str = "/etc/greenboot/orig.txt";
-/// The unit that stages an update (rpm-ostreed-automatic's local stand-in).
-const STAGE_UNIT: &str = "edgelab-update-stage.service";
-/// Boots a failing deployment gets (greenboot's boot counter).
-const ATTEMPTS: usize = crate::guests::boot::BOOT_ATTEMPTS as usize;
-/// What one boot may take under TCG, verdict included, with margin.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The images and guest the upgrade is about.
 struct Upgrade {
@@ -64,11 +65,35 @@ pub fn rollback_steps(demo: &mut Demo) -> anyhow::Result<()> {
     )?;
 
     promote(demo, &up)?;
-    let started = Instant::now();
-    let boots_before = demo.boots(&guest)?.len();
-    let pulled = stage(demo, &up)?;
-    demo.measure("upgrade_requests", pulled.requests as f64);
-    demo.measure("upgrade_bytes", pulled.bytes_sent as f64);
+    let report = guest_upgrade(
+        demo,
+        &up,
+        &format!(
+            "rolled back: {ATTEMPTS} red boots of {}, then a healthy fallback boot of {}; the failed check named, \
+             its output quoting the original commit",
+            up.to, up.from
+        ),
+        |report| {
+            let (tries, rest) = report.boots.split_at(ATTEMPTS.min(report.boots.len()));
+            let tried_new = tries.len() == ATTEMPTS
+                && tries
+                    .iter()
+                    .all(|boot| boot.deployment.starts_with(&up.to_commit) && !boot.healthy && !boot.fallback);
+            // A fallback boot that hung (no verdict) is retried, as a
+            // watchdog reset would; it is reported, not hidden.
+            let fell_back = rest.iter().all(|boot| boot.fallback && boot.deployment.starts_with(&up.from_commit))
+                && rest.iter().rev().skip(1).all(|boot| !boot.verdict_seen);
+            let named = report
+                .failed_checks
+                .iter()
+                .any(|check| check.name.contains("01_check_upgrade.sh") && check.output.contains(&up.from_commit));
+            report.verdict == Verdict::RolledBack && tried_new && fell_back && named
+        },
+    )?;
+    demo.measure("upgrade_requests", report.requests as f64);
+    demo.measure("upgrade_bytes", report.bytes as f64);
+    demo.measure("rollback_stage_s", report.phases.stage_s);
+    demo.measure("rollback_total_s", report.phases.total_s);
     let install = demo.install_pull(&guest)?;
     demo.measure("install_requests", install.requests as f64);
     demo.measure("install_bytes", install.bytes_sent as f64);
@@ -80,48 +105,23 @@ pub fn rollback_steps(demo: &mut Demo) -> anyhow::Result<()> {
         |_| {
             let seen = format!(
                 "upgrade {} requests, {:.3} MB; install {} requests, {:.3} MB",
-                pulled.requests,
-                pulled.bytes_sent as f64 / 1e6,
+                report.requests,
+                report.bytes as f64 / 1e6,
                 install.requests,
                 install.bytes_sent as f64 / 1e6
             );
-            match pulled.requests > 0 && pulled.bytes_sent * 10 < install.bytes_sent {
+            match report.requests > 0 && report.bytes * 10 < install.bytes_sent {
                 true => Ok(seen),
                 false => bail!("{seen}"),
             }
         },
     )?;
-
-    demo.step(
-        "three failed boots of the new deployment, then the previous one",
-        &format!("{ATTEMPTS} unhealthy boots of {}, then a healthy fallback boot of {}", up.to, up.from),
-        |demo| {
-            let boots = wait_boot(demo, &guest, boots_before, BOOT_TIMEOUT * (ATTEMPTS as u32 + 3), |boot| {
-                boot.fallback && boot.healthy
-            })?;
-            let summary = boots.iter().map(describe).collect::<Vec<_>>().join("; ");
-            let (tries, rest) = boots.split_at(ATTEMPTS.min(boots.len()));
-            let tried_new = tries.len() == ATTEMPTS
-                && tries
-                    .iter()
-                    .all(|boot| boot.deployment.starts_with(&up.to_commit) && !boot.healthy && !boot.fallback);
-            // A fallback boot that hung (no verdict) is retried, as a
-            // watchdog reset would; it is reported, not hidden.
-            let fell_back = rest.iter().all(|boot| boot.fallback && boot.deployment.starts_with(&up.from_commit))
-                && rest.iter().rev().skip(1).all(|boot| !boot.verdict_seen);
-            match tried_new && fell_back {
-                true => Ok(summary),
-                false => bail!("boots after staging: {summary}"),
-            }
-        },
-    )?;
-    demo.measure("rollback_total_s", started.elapsed().as_secs_f64());
     demo.step(&format!("{guest} is up again"), "the system is running", |demo| demo.wait_up(&guest, BOOT_TIMEOUT))?;
     runs_commit(demo, &guest, &up.from, &up.from_commit)?;
     demo.step("the rollback is permanent", &format!("no deployment of {} left", up.to), |demo| {
         let status = demo.guest_ok(&guest, "ostree admin status", Duration::from_secs(60))?;
         match status.contains(&up.to_commit) {
-            false => Ok(format!("{} deployment(s), none of {}", super::deployments_in_status(&status).len(), up.to)),
+            false => Ok(format!("{} deployment(s), none of {}", deployments_in_status(&status).len(), up.to)),
             true => bail!("`ostree admin status` still lists {}:\n{status}", up.to_commit),
         }
     })?;
@@ -138,29 +138,22 @@ pub fn upgrade_steps(demo: &mut Demo) -> anyhow::Result<()> {
     })?;
     promote(demo, &up)?;
     let boots_before = demo.boots(&guest)?.len();
-    let started = Instant::now();
-    let pulled = stage(demo, &up)?;
-    demo.measure("second_stage_requests", pulled.requests as f64);
-    demo.measure("second_stage_bytes", pulled.bytes_sent as f64);
+    let report = guest_upgrade(demo, &up, &format!("healthy on {}: one boot with a verdict", up.to), |report| {
+        // Boots that hung before any verdict were retried (and reported).
+        let one = report.boots.iter().filter(|boot| boot.verdict_seen).count() == 1;
+        report.verdict == Verdict::Healthy && one && report.failed_checks.is_empty()
+    })?;
+    demo.measure("second_stage_requests", report.requests as f64);
+    demo.measure("second_stage_bytes", report.bytes as f64);
+    demo.measure("upgrade_stage_s", report.phases.stage_s);
+    demo.measure("upgrade_total_s", report.phases.total_s);
     demo.step("the second staging fetched only a handful of small files", "at most 20 requests, under 100 KB", |_| {
-        let seen = format!("{} requests, {} bytes", pulled.requests, pulled.bytes_sent);
-        match pulled.requests <= 20 && pulled.bytes_sent < 100_000 {
+        let seen = format!("{} requests, {} bytes", report.requests, report.bytes);
+        match report.requests <= 20 && report.bytes < 100_000 {
             true => Ok(seen),
             false => bail!("{seen}"),
         }
     })?;
-    demo.step("one boot of the new deployment, healthy", &format!("a healthy boot of {}", up.to), |demo| {
-        let boots = wait_boot(demo, &guest, boots_before, BOOT_TIMEOUT * 3, |boot| boot.healthy)?;
-        let summary = boots.iter().map(describe).collect::<Vec<_>>().join("; ");
-        let last = boots.last().expect("wait_boot returns the boot it waited for");
-        // Boots that hung before any verdict were retried (and reported).
-        let one = boots.iter().filter(|boot| boot.verdict_seen).count() == 1;
-        match one && last.deployment.starts_with(&up.to_commit) && !last.fallback {
-            true => Ok(summary),
-            false => bail!("boots after staging: {summary}"),
-        }
-    })?;
-    demo.measure("upgrade_total_s", started.elapsed().as_secs_f64());
     demo.step(&format!("{guest} is up again"), "the system is running", |demo| demo.wait_up(&guest, BOOT_TIMEOUT))?;
     demo.step("no further boot", "the guest stays on the healthy boot", |demo| {
         let boots = demo.boots(&guest)?;
@@ -173,6 +166,29 @@ pub fn upgrade_steps(demo: &mut Demo) -> anyhow::Result<()> {
     runs_commit(demo, &guest, &up.to, &up.to_commit)?;
     has_package(demo, &up, true)?;
     Ok(())
+}
+
+/// Step: `guest upgrade` of the primary (stage, reboot, greenboot's
+/// verdict), its report checked by `good`; returns the report.
+fn guest_upgrade(
+    demo: &mut Demo,
+    up: &Upgrade,
+    expected: &str,
+    good: impl FnOnce(&Report) -> bool,
+) -> anyhow::Result<Report> {
+    let mut got = None;
+    demo.step(&format!("guest upgrade {}", up.guest), expected, |demo| {
+        let target = Target { channel: up.channel.clone(), image: up.to.clone(), commit: up.to_commit.clone() };
+        let report = demo.ops().upgrade(&up.guest, &target, &|line| demo.progress.note(line))?;
+        let seen = render(&report);
+        let ok = good(&report);
+        got = Some(report);
+        match ok {
+            true => Ok(seen),
+            false => bail!("{seen}"),
+        }
+    })?;
+    got.context("the upgrade step returned no report")
 }
 
 /// The primary guest, the image it was installed with and the image made
@@ -255,76 +271,4 @@ fn has_package(demo: &mut Demo, up: &Upgrade, present: bool) -> anyhow::Result<(
         }
     })?;
     Ok(())
-}
-
-/// Steps: the guest stages the update from the lab's repo (as the demo's
-/// `systemctl start rpm-ostreed-automatic`); returns what the file server
-/// sent the guest meanwhile.
-fn stage(demo: &mut Demo, up: &Upgrade) -> anyhow::Result<crate::services::file_server::ClientTotals> {
-    let guest = up.guest.clone();
-    let before = demo.served_to(&guest)?;
-    demo.step(
-        &format!("{guest} stages {}", up.to),
-        &format!("`systemctl start {STAGE_UNIT}` leaves {} staged", up.to_commit),
-        |demo| {
-            let boots_before = demo.boots(&guest)?.len();
-            let line = format!("systemctl start {STAGE_UNIT} && ostree admin status");
-            match demo.guest_ok(&guest, &line, Duration::from_secs(900)) {
-                Ok(status) => {
-                    let staged = status.lines().any(|line| line.contains(&up.to_commit) && line.contains("(staged)"));
-                    match staged {
-                        true => Ok(format!("{} staged", up.to_commit)),
-                        false => bail!("nothing staged:\n{status}"),
-                    }
-                }
-                // The apply timer may reboot the guest the moment staging
-                // ends, closing the shell before the status came back; the
-                // boot that follows then tells what was staged.
-                Err(err) => {
-                    let boots = wait_boot(demo, &guest, boots_before, BOOT_TIMEOUT, |_| true)
-                        .with_context(|| format!("{err:#}; and no boot followed"))?;
-                    let next = &boots[0];
-                    match next.deployment.starts_with(&up.to_commit) {
-                        true => Ok(format!("{} staged; the apply timer rebooted into it at once", up.to_commit)),
-                        false => bail!("{err:#}; the next boot was {}", describe(next)),
-                    }
-                }
-            }
-        },
-    )?;
-    let after = demo.served_to(&guest)?;
-    Ok(after.since(&before))
-}
-
-/// Waits until the guest's launcher recorded, after its first `skip` boots,
-/// one that is `done`; returns the boots after `skip` up to that one. Boots
-/// stopped by a host fault (KVM's, not the guest's) are no attempts of a
-/// deployment and are left out.
-fn wait_boot(
-    demo: &Demo,
-    guest: &str,
-    skip: usize,
-    timeout: Duration,
-    done: impl Fn(&BootRecord) -> bool,
-) -> anyhow::Result<Vec<BootRecord>> {
-    wait_for(timeout, Duration::from_secs(5), || {
-        let boots = demo.boots(guest)?;
-        let new: Vec<BootRecord> =
-            boots.get(skip..).unwrap_or_default().iter().filter(|boot| boot.host_fault.is_none()).cloned().collect();
-        match new.iter().position(&done) {
-            Some(at) => Ok(Some(new[..=at].to_vec())),
-            None => bail!("{} boot(s) so far: {}", new.len(), new.iter().map(describe).collect::<Vec<_>>().join("; ")),
-        }
-    })
-}
-
-fn describe(boot: &BootRecord) -> String {
-    let verdict = match (boot.verdict_seen, boot.healthy) {
-        (_, true) => "healthy",
-        (true, false) => "red",
-        (false, false) => "no verdict (hung or cut short)",
-    };
-    let fallback = if boot.fallback { " (fallback)" } else { "" };
-    let short = boot.deployment.get(..12).unwrap_or(&boot.deployment);
-    format!("{short}{fallback} {verdict} after {:.0}s", boot.seconds)
 }

@@ -18,6 +18,20 @@ pub const HEALTHY_MARK: &str = "edgelab-greenboot: healthy";
 pub const RED_MARK: &str = "edgelab-greenboot: red";
 /// What the kernel prints last on a power-off (a reboot prints "Restarting").
 pub const POWER_OFF_MARK: &str = "reboot: Power down";
+/// The console line naming a required check that failed (before the red
+/// verdict), as `<mark><folder>/<script> (exit N)`.
+pub const CHECK_FAILED_MARK: &str = "edgelab-greenboot: check failed: ";
+/// The prefix of each line of the failed check's output that follows it
+/// (its last lines, as greenboot's journal would show them).
+pub const CHECK_OUTPUT_MARK: &str = "edgelab-greenboot: | ";
+
+/// A required health check that failed in a boot, with what it printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedCheck {
+    /// `required.d/01_check_upgrade.sh (exit 1)`.
+    pub name: String,
+    pub output: String,
+}
 
 /// One Boot Loader Specification entry (`/boot/loader/entries/*.conf`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +216,24 @@ pub fn record(choice: &Choice, outcome: Outcome, counter: &mut BootCounter) {
 pub fn verdict(console: &str) -> Option<Verdict> {
     let last = console.lines().rev().find(|line| line.contains(HEALTHY_MARK) || line.contains(RED_MARK))?;
     Some(if last.contains(HEALTHY_MARK) { Verdict::Healthy } else { Verdict::Unhealthy })
+}
+
+/// The required checks that failed in what the console printed during one
+/// boot, each with its output lines, in the order the guest printed them.
+pub fn failed_checks(console: &str) -> Vec<FailedCheck> {
+    let mut checks: Vec<FailedCheck> = Vec::new();
+    for line in console.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some((_, name)) = line.split_once(CHECK_FAILED_MARK) {
+            checks.push(FailedCheck { name: name.trim().to_string(), output: String::new() });
+        } else if let Some((_, text)) = line.split_once(CHECK_OUTPUT_MARK)
+            && let Some(check) = checks.last_mut()
+        {
+            check.output.push_str(text);
+            check.output.push('\n');
+        }
+    }
+    checks
 }
 
 #[cfg(test)]
@@ -410,6 +442,26 @@ initrd /boot/ostree/debian-4a5b/initramfs-6.1.0-31-cloud-amd64.img
                 assert!(!(counter.good && counter.failed_boots > 0), "good with failures:\n{}", context());
             }
         }
+    }
+
+    #[test]
+    fn failed_checks_come_with_their_output() {
+        let console = "[  9.1] systemd[1]: Started x\r\n\
+            edgelab-greenboot: | stray line before any check\n\
+            edgelab-greenboot: check failed: required.d/01_check_upgrade.sh (exit 1)\r\n\
+            edgelab-greenboot: | 1c1\r\n\
+            [  9.2] random: crng init done\n\
+            edgelab-greenboot: | < aaa\n\
+            edgelab-greenboot: check failed: required.d/02_x.sh (exit 2)\n\
+            edgelab-greenboot: red deployment=bbb.1\n";
+        assert_eq!(
+            failed_checks(console),
+            vec![
+                FailedCheck { name: "required.d/01_check_upgrade.sh (exit 1)".into(), output: "1c1\n< aaa\n".into() },
+                FailedCheck { name: "required.d/02_x.sh (exit 2)".into(), output: String::new() },
+            ]
+        );
+        assert!(failed_checks("edgelab-greenboot: healthy deployment=a.0\n").is_empty());
     }
 
     #[test]

@@ -183,15 +183,16 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
                     break None;
                 }
                 // The console is read again only when it grew.
-                let verdict = if printed { boot::verdict(&read_from(&console_log, console_start)) } else { None };
-                if let Some(verdict) = verdict {
+                let console = if printed { read_from(&console_log, console_start) } else { String::new() };
+                if let Some(verdict) = boot::verdict(&console) {
                     // Recorded at once, as greenboot writes grubenv during
                     // the boot: a guest destroyed later keeps its verdict.
                     let seconds = started.elapsed().as_secs_f64();
                     seconds_to_verdict = Some(seconds);
                     boot::record(&choice, Outcome::Os(verdict), &mut counter);
                     save_counter(dir, &counter)?;
-                    append_boot(dir, &boot_record(&choice, Some(verdict), started_unix, seconds, accel.accel))?;
+                    let record = boot_record(&choice, Some(verdict), &console, started_unix, seconds, accel.accel);
+                    append_boot(dir, &record)?;
                 } else if let Some(why) =
                     no_verdict_yet(started.elapsed(), timeout, console_len > console_start, last_output.elapsed())
                 {
@@ -217,7 +218,7 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
             if seconds_to_verdict.is_none() {
                 boot::record(&choice, Outcome::HostFault, &mut counter);
                 save_counter(dir, &counter)?;
-                let mut record = boot_record(&choice, None, started_unix, seconds, accel.accel);
+                let mut record = boot_record(&choice, None, "", started_unix, seconds, accel.accel);
                 record.host_fault = Some(fault.clone());
                 append_boot(dir, &record)?;
             }
@@ -235,7 +236,7 @@ pub fn run(dir: &Path, store: &Store, accel: AccelChoice) -> anyhow::Result<()> 
         if seconds_to_verdict.is_none() {
             boot::record(&choice, Outcome::Os(verdict.unwrap_or(Verdict::Unhealthy)), &mut counter);
             save_counter(dir, &counter)?;
-            append_boot(dir, &boot_record(&choice, verdict, started_unix, seconds, accel.accel))?;
+            append_boot(dir, &boot_record(&choice, verdict, &console, started_unix, seconds, accel.accel))?;
         }
         let verdict = verdict.map_or("no verdict".to_string(), |verdict| format!("{verdict:?}"));
         log(&format!("boot ended after {seconds:.1}s ({verdict}, qemu {status:?})"));
@@ -341,10 +342,12 @@ fn no_verdict_yet(running: Duration, timeout: Duration, printed: bool, silent: D
 }
 
 /// The record of a boot; `verdict` is `None` when the guest printed none
-/// (it hung, or rebooted before its health check).
+/// (it hung, or rebooted before its health check); `console` is what the
+/// boot printed (the failed checks' names and output come from it).
 fn boot_record(
     choice: &boot::Choice,
     verdict: Option<Verdict>,
+    console: &str,
     started_unix: u64,
     seconds: f64,
     accel: Accel,
@@ -360,6 +363,7 @@ fn boot_record(
         accel,
         reason: choice.reason.clone(),
         host_fault: None,
+        failed_checks: boot::failed_checks(console),
     }
 }
 

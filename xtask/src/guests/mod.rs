@@ -18,6 +18,7 @@ pub mod libvirt;
 pub mod netns;
 pub mod pull_server;
 pub mod shell;
+pub mod upgrade;
 
 use std::{
     path::{Path, PathBuf},
@@ -80,6 +81,10 @@ pub struct BootRecord {
     /// it was stopped and is no attempt of the deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_fault: Option<String>,
+    /// The required health checks that failed in this boot, with their
+    /// output, as the guest printed them on its console before its verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_checks: Vec<boot::FailedCheck>,
 }
 
 /// `accel.json` in the store's run state: the accelerator this host gives
@@ -250,10 +255,12 @@ pub fn prepare(
         Err(err) => return Err(err.context(format!("guest {name} has no install for the lab as it is"))),
     };
     let changed = manifest.as_ref().is_none_or(|it| state.install_key.as_deref() != Some(it.key.0.as_str()));
+    // `--reinstall` replaces the disk even when its install is unchanged:
+    // the guest starts again from the pristine disk, as a reinstall would.
     let action = match (disk.exists(), changed, reinstall) {
-        (true, false, _) => DiskAction::Kept,
+        (true, _, true) => DiskAction::Reinstalled,
+        (true, false, false) => DiskAction::Kept,
         (true, true, false) => DiskAction::KeptStale,
-        (true, true, true) => DiskAction::Reinstalled,
         (false, _, _) => DiskAction::Created,
     };
     if let (DiskAction::Created | DiskAction::Reinstalled, Some(manifest)) = (&action, &manifest) {
@@ -393,5 +400,27 @@ pub fn forget_disk(store: &Store, name: &str) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(err).with_context(|| format!("removing guest {name}'s disk")),
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `timeout` with the
+/// last thing seen.
+pub fn wait_for<T>(
+    timeout: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("nothing yet");
+    loop {
+        match probe() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(err) => last = format!("{err:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("not within {timeout:?}; last seen: {last}");
+        }
+        std::thread::sleep(every);
     }
 }

@@ -83,15 +83,19 @@ pub fn listen_address(lab: &Lab) -> SocketAddr {
 /// The folder `lab up` serves: the current `publish served` artifact (the
 /// one `lab plan` calls fresh; a promotion makes another one current).
 pub fn served_root(lab: &Lab, store: &Store) -> anyhow::Result<PathBuf> {
-    let stage = StageId::new(StageKind::Publish, "served");
-    let manifest = Current::of(lab, store)?.manifest(store, &stage)?;
+    served_root_of(store, &Current::of(lab, store)?)
+}
+
+/// The current publish artifact's folder as `current` has it (`lab watch`
+/// serves its upgrade graph's publish).
+pub fn served_root_of(store: &Store, current: &Current) -> anyhow::Result<PathBuf> {
+    let manifest = current.manifest(store, &StageId::new(StageKind::Publish, "served"))?;
     Ok(store.artifact_out(&manifest.key))
 }
 
 /// Serves the merged repo for `lab` unless that is already running.
 pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
-    let root = served_root(lab, store)?;
-    ensure_serving(store, &root, listen_address(lab))
+    ensure_serving(store, &served_root(lab, store)?, listen_address(lab))
 }
 
 /// Makes sure edgelab-serve is serving `root` on `listen`: starts it,

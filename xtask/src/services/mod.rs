@@ -120,6 +120,16 @@ pub fn ensure(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<Ensu
     .with_context(|| format!("starting the lab {service}"))
 }
 
+/// The lab file server serving `root` (a publish artifact's folder), in
+/// the lab's network.
+pub fn ensure_file_server_at(lab: &Lab, store: &Store, root: &std::path::Path) -> anyhow::Result<Ensured> {
+    crate::guests::netns::in_lab(lab, store, || {
+        file_server::ensure_serving(store, root, file_server::listen_address(lab))
+    })
+    .and_then(|ensured| ensured)
+    .with_context(|| format!("starting the lab {}", Service::FileServer))
+}
+
 /// Stops `service`; `Ok(false)` when it was not running.
 pub fn stop(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<bool> {
     match service {

@@ -96,9 +96,12 @@ pub fn run(ctx: &StageCtx) -> anyhow::Result<StageOutput> {
     }
 
     let cache = DeltaCache::for_store(ctx.store)?;
-    let generated = publish_tree(&repo.out.join("repo"), &ctx.out.join("repo"), &channels, &cache, &|note| {
-        ctx.progress.note(note)
-    })?;
+    // Absent: installs' deltas are made (`lab watch`'s upgrade graph says false).
+    let install_deltas = ctx.stage.params.get("install-deltas").and_then(Value::as_bool).unwrap_or(true);
+    let generated =
+        publish_tree(&repo.out.join("repo"), &ctx.out.join("repo"), &channels, &cache, install_deltas, &|note| {
+            ctx.progress.note(note)
+        })?;
 
     let mut hasher = Sha256::new();
     hasher.update(format!("repo {}\n", repo.output_digest));
@@ -132,13 +135,15 @@ pub fn check_live(ctx: &StageCtx, _output_digest: &str) -> Result<(), String> {
 /// Lays out the published repo at `target` from the served repo at
 /// `source`: its objects and deltas hard-linked, each channel's ref, a
 /// from-scratch delta for each channel's commit that has none (for a
-/// promoted channel only from the delta cache: never generated during a
-/// promotion), and the summary. Returns the deltas it had to add.
+/// promoted channel, or when `generate` is false, only from the delta
+/// cache: never generated during a promotion or `lab watch`'s upgrade), and
+/// the summary. Returns the deltas it had to add.
 pub fn publish_tree(
     source: &Path,
     target: &Path,
     channels: &[PublishedChannel],
     cache: &DeltaCache,
+    generate: bool,
     note: &dyn Fn(&str),
 ) -> anyhow::Result<Vec<String>> {
     let repo = Repo::init(target, RepoMode::Archive)?;
@@ -158,7 +163,7 @@ pub fn publish_tree(
         if repo.static_delta_dir(&channel.commit)?.join("superblock").is_file() {
             continue;
         }
-        if channel.image != channel.declared {
+        if channel.image != channel.declared || !generate {
             // A promotion stays a matter of seconds: a from-scratch delta
             // takes minutes of LZMA (276 s for the demo's v2 here, in the
             // middle of the upgrade scenario). One made before is used.
@@ -167,7 +172,8 @@ pub fn publish_tree(
                 generated.push(channel.commit.clone());
             } else {
                 note(&format!(
-                    "channel `{}` at image `{}`: no from-scratch delta of it, so a guest installed now pulls it                      object by object (the upgrades of installed guests use the deltas from each parent)",
+                    "channel `{}` at image `{}`: no from-scratch delta of it, so a guest installed now pulls it \
+                     object by object (the upgrades of installed guests use the deltas from each parent)",
                     channel.name, channel.image
                 ));
             }

@@ -53,16 +53,7 @@ pub fn run(global: &Global, args: &BootBenchArgs) -> anyhow::Result<()> {
             bail!("guest {name} is not installed: run `cargo xtask lab up` first");
         }
     }
-    let was_running: Vec<String> = names
-        .iter()
-        .filter(|name| {
-            guests::guest_dir(&session.store, name)
-                .ok()
-                .and_then(|dir| guests::load_state(&dir))
-                .is_some_and(|state| guests::is_running(&state))
-        })
-        .cloned()
-        .collect();
+    let was_running: Vec<String> = names.iter().filter(|name| guests::runs(&session.store, name)).cloned().collect();
     netns::up(&session.store, &netns::segment(&session.lab))?;
     let current = session.current()?;
     for name in &names {

@@ -238,8 +238,12 @@ pub fn upgrade(global: &Global, names: &[String], all: bool, json: bool) -> anyh
     crate::world::guests(&session.lab).supports("`guest upgrade`")?;
     let names: Vec<String> = match all {
         true => {
-            let (running, stopped): (Vec<String>, Vec<String>) =
-                session.lab.guests.iter().map(|guest| guest.name.clone()).partition(|name| is_running(&session, name));
+            let (running, stopped): (Vec<String>, Vec<String>) = session
+                .lab
+                .guests
+                .iter()
+                .map(|guest| guest.name.clone())
+                .partition(|name| guests::runs(&session.store, name));
             for name in &stopped {
                 eprintln!("guest {name}: not running, left as it is");
             }
@@ -249,7 +253,7 @@ pub fn upgrade(global: &Global, names: &[String], all: bool, json: bool) -> anyh
     };
     for name in &names {
         known_guest(&session, name)?;
-        if !is_running(&session, name) {
+        if !guests::runs(&session.store, name) {
             bail!("guest {name} is not running: start it with `cargo xtask guest start {name}`");
         }
     }
@@ -289,14 +293,6 @@ pub fn finish_upgrades(
         bail!("the upgrade did not finish:\n{}", failures.join("\n"));
     }
     Ok(reports)
-}
-
-/// Whether the guest's launcher (and so the guest) runs.
-pub fn is_running(session: &Session, name: &str) -> bool {
-    guests::guest_dir(&session.store, name)
-        .ok()
-        .and_then(|dir| guests::load_state(&dir))
-        .is_some_and(|state| guests::is_running(&state))
 }
 
 /// Upgrades `names` to `target` in parallel, a progress line per phase on

@@ -37,12 +37,12 @@ use notify::{Event, EventKind, RecursiveMode, Watcher as _, event::ModifyKind};
 
 use super::{
     Global, Session,
-    guest::{channel_target, finish_upgrades, is_running, upgrade_guests},
+    guest::{channel_target, finish_upgrades, upgrade_guests},
     lab_cmd::{UpOptions, compute_plan, ensure_services, up_in},
 };
 use crate::{
     graph::{StageId, StageKind},
-    guests::upgrade::Verdict,
+    guests::upgrade::{Verdict, short},
     plan::Status,
 };
 
@@ -195,8 +195,13 @@ fn build_all_but_installs(session: &Session, global: &Global) -> anyhow::Result<
 /// `session` has it published; prints the seconds from the save.
 fn upgrade_running(session: &Session, global: &Global, saved: Instant) -> anyhow::Result<()> {
     let target = channel_target(session)?;
-    let running: Vec<String> =
-        session.lab.guests.iter().map(|guest| guest.name.clone()).filter(|name| is_running(session, name)).collect();
+    let running: Vec<String> = session
+        .lab
+        .guests
+        .iter()
+        .map(|guest| guest.name.clone())
+        .filter(|name| crate::guests::runs(&session.store, name))
+        .collect();
     if running.is_empty() {
         println!("channel {}: at {} ({}); no guest is running", target.channel, target.image, short(&target.commit));
         return Ok(());
@@ -229,10 +234,6 @@ fn ignored(path: &Path, root: &Path, store: &Path) -> bool {
         let name = part.as_os_str().to_string_lossy();
         name == "target" || name == ".git" || scratch(&name)
     })
-}
-
-fn short(commit: &str) -> &str {
-    commit.get(..12).unwrap_or(commit)
 }
 
 #[cfg(test)]

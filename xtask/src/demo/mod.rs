@@ -155,11 +155,7 @@ impl<'a> Demo<'a> {
 
     /// Runs `command` as root in `guest` and fails unless it exits 0.
     pub fn guest_ok(&self, guest: &str, command: &str, timeout: Duration) -> anyhow::Result<String> {
-        let out = self.guest_sh(guest, command, timeout)?;
-        match out.status {
-            0 => Ok(out.text.trim().to_string()),
-            status => bail!("`{command}` on {guest} exited {status}: {}", out.text.trim()),
-        }
+        self.ops().ok(guest, command, timeout)
     }
 
     /// Runs `command` as the lab user (its podman, its systemd manager).
@@ -321,7 +317,7 @@ impl<'a> Demo<'a> {
 
     /// Whether the guest's launcher (and so the guest) runs.
     pub fn is_running(&self, guest: &str) -> bool {
-        crate::cli::guest::is_running(self.session, guest)
+        guests::runs(self.store(), guest)
     }
 
     /// Waits until the guest's check shell answers and systemd finished

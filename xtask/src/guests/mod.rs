@@ -294,6 +294,11 @@ pub fn is_running(state: &GuestState) -> bool {
     state.launcher_pid.is_some_and(tools::process::is_alive)
 }
 
+/// Whether guest `name` of the store runs (its recorded launcher lives).
+pub fn runs(store: &Store, name: &str) -> bool {
+    guest_dir(store, name).ok().and_then(|dir| load_state(&dir)).is_some_and(|state| is_running(&state))
+}
+
 /// How this program runs `guest run-launcher NAME` for `lab` and `store`.
 pub fn launcher_args(lab: &Lab, store: &Store, name: &str) -> Vec<String> {
     vec![

@@ -346,7 +346,8 @@ pub fn describe(boot: &BootRecord) -> String {
     format!("{}{fallback} {verdict} after {:.0}s", short(&boot.deployment), boot.seconds)
 }
 
-fn short(commit: &str) -> &str {
+/// A commit's first 12 hex digits, as the reports show it.
+pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 

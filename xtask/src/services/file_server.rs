@@ -93,11 +93,6 @@ pub fn served_root_of(store: &Store, current: &Current) -> anyhow::Result<PathBu
     Ok(store.artifact_out(&manifest.key))
 }
 
-/// Serves the merged repo for `lab` unless that is already running.
-pub fn ensure(lab: &Lab, store: &Store) -> anyhow::Result<Ensured> {
-    ensure_serving(store, &served_root(lab, store)?, listen_address(lab))
-}
-
 /// Makes sure edgelab-serve is serving `root` on `listen`: starts it,
 /// restarts it when it died, and replaces one serving something else.
 pub fn ensure_serving(store: &Store, root: &Path, listen: SocketAddr) -> anyhow::Result<Ensured> {

@@ -112,12 +112,15 @@ pub fn programs(lab: &Lab) -> Vec<&'static str> {
 }
 
 pub fn ensure(lab: &Lab, store: &Store, service: Service) -> anyhow::Result<Ensured> {
-    crate::guests::netns::in_lab(lab, store, || match service {
-        Service::Registry => registry::ensure(lab, store),
-        Service::FileServer => file_server::ensure(lab, store),
-    })
-    .and_then(|ensured| ensured)
-    .with_context(|| format!("starting the lab {service}"))
+    match service {
+        Service::Registry => crate::guests::netns::in_lab(lab, store, || registry::ensure(lab, store))
+            .and_then(|ensured| ensured)
+            .with_context(|| format!("starting the lab {service}")),
+        Service::FileServer => {
+            let root = file_server::served_root(lab, store).with_context(|| format!("starting the lab {service}"))?;
+            ensure_file_server_at(lab, store, &root)
+        }
+    }
 }
 
 /// The lab file server serving `root` (a publish artifact's folder), in
